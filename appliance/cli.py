@@ -1,0 +1,313 @@
+"""The ``aomas`` command line (all but ``web`` and ``serve``, which ``ui.cli`` adds).
+
+Every command takes ``--config PATH`` and exits non-zero with a one-line reason on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from appliance import accounts, health, runs
+from appliance.config import Config, load_config, reference_markdown
+from appliance.exceptions import AomasError
+from appliance.phantom_study import write_phantom_study
+from appliance.services import open_data_dir, start_scp, start_worker
+from dicom.send import dicom_files, send_files
+from gpu.phantom import PhantomSpec
+
+
+def with_config(command):
+    """Add ``--config`` and turn AomasError into a one-line reason and exit status 2."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                  help="TOML file (default: $AOMAS_CONFIG, ./aomas.toml, /etc/aomas/aomas.toml).")
+    @functools.wraps(command)
+    def wrapper(config_path, **kwargs):
+        try:
+            config = load_config(config_path)
+            setup_logging(config)
+            return command(config, **kwargs)
+        except AomasError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def setup_logging(config: Config) -> None:
+    logging.basicConfig(level=config.appliance.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pynetdicom logs every PDU at INFO; our own lines say what matters.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("huey").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """AOMAS: AO-OCT photoreceptor analytics over DICOM."""
+
+
+@cli.command()
+@click.option("--admin-user", default="admin", show_default=True)
+@click.option("--admin-password-file", type=click.Path(exists=True, dir_okay=False),
+              help="File holding the admin password (unattended installs).")
+@with_config
+def init(config: Config, admin_user: str, admin_password_file: str | None) -> None:
+    """Create the data dir, migrate the database, create the first admin. Safe to repeat."""
+    databases, _ = open_data_dir(config)
+    db = databases.get()
+    generated = admin_password_file is None
+    password = (accounts.generate_password() if generated
+                else Path(admin_password_file).read_text().strip())
+    created = accounts.create_user(db, admin_user, password, "admin", actor="aomas init")
+    click.echo(f"data dir {config.data_dir} ready")
+    if created and generated:
+        click.echo(f"admin account '{admin_user}' created; password (shown once): {password}")
+    elif created:
+        click.echo(f"admin account '{admin_user}' created")
+    else:
+        click.echo(f"admin account '{admin_user}' already exists; left unchanged")
+
+
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--split-frames", is_flag=True, help="One instance per B-scan instead of one.")
+@click.option("--eccentricity", default=3.0, show_default=True, type=float,
+              help="Retinal eccentricity in degrees (sets cone density).")
+@click.option("--size", default="128x160x128", show_default=True,
+              help="B-scans x depth x A-lines.")
+@click.option("--motion-um", default=3.0, show_default=True, type=float,
+              help="RMS lateral eye motion in micrometres.")
+@with_config
+def phantom(config: Config, out_dir: str, seed: int, split_frames: bool, eccentricity: float,
+            size: str, motion_um: float) -> None:
+    """Write a synthetic AO-OCT study (OPT DICOM + ground truth)."""
+    try:
+        b_scans, depth, a_lines = (int(n) for n in size.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("use B-SCANSxDEPTHxA-LINES, e.g. 128x160x128") from None
+    spec = PhantomSpec(seed=seed, b_scans=b_scans, depth=depth, a_lines=a_lines,
+                       eccentricity_deg=eccentricity, motion_um=motion_um)
+    truth = write_phantom_study(Path(out_dir), spec, split_frames=split_frames)
+    summary = truth["summary"]
+    click.echo(f"wrote {len(truth['files'])} OPT file(s) to {out_dir}/dicom: {size}, "
+               f"{summary['cone_count']} cones ({summary['cone_density_per_mm2']:.0f}/mm²)")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--to", "destination", required=True, help="HOST:PORT of the receiving SCP.")
+@click.option("--aet", default="AOMAS", show_default=True, help="Called AE title.")
+@click.option("--calling-aet", default="AOMAS-SEND", show_default=True)
+@with_config
+def send(config: Config, paths: tuple[Path, ...], destination: str, aet: str,
+         calling_aet: str) -> None:
+    """C-STORE files (folders are searched) to any SCP."""
+    host, port = _host_port(destination)
+    results = send_files(dicom_files(paths), host, port, called_ae=aet, calling_ae=calling_aet)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        status = f"0x{r.status:04X}" if r.status is not None else "no status"
+        click.echo(f"failed: {r.path} ({status}) {r.error}", err=True)
+    click.echo(f"sent {len(results) - len(failed)} of {len(results)} file(s) to {destination}")
+    if failed:
+        sys.exit(1)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{text!r}: use HOST:PORT")
+    return host, int(port)
+
+
+@cli.group(name="runs")
+def runs_group() -> None:
+    """Inspect runs."""
+
+
+@runs_group.command(name="list")
+@click.option("--state", type=click.Choice([runs.QUEUED, runs.RUNNING, *runs.FINISHED]))
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_config
+def runs_list(config: Config, state: str | None, limit: int, as_json: bool) -> None:
+    """The newest runs first."""
+    databases, _ = open_data_dir(config)
+    rows = runs.list_runs(databases.get(), state=state, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'run':<34}{'case':>5}  {'state':<10}{'queued':<21}reason")
+    for run in rows:
+        queued = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["queued_at"]))
+        click.echo(f"{run['run_id']:<34}{run['case_id']:>5}  {run['state']:<10}{queued:<21}"
+                   f"{run['reason'] or ''}")
+
+
+@runs_group.command(name="show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@with_config
+def runs_show(config: Config, run_id: str, as_json: bool) -> None:
+    """One run: state, manifest, result."""
+    databases, _ = open_data_dir(config)
+    run = runs.get(databases.get(), run_id)
+    if run is None:
+        raise click.ClickException(f"no run {run_id}; `aomas runs list` shows the run ids")
+    if as_json:
+        click.echo(json.dumps(run, indent=1))
+        return
+    for key in ("run_id", "case_id", "state", "attempts", "reason", "superseded_by"):
+        click.echo(f"{key:>14}: {run[key] if run[key] is not None else ''}")
+    click.echo(f"{'manifest':>14}: {json.dumps(run['manifest'], sort_keys=True)}")
+    click.echo(f"{'result':>14}: {json.dumps(run['result'], sort_keys=True)}")
+
+
+@cli.group()
+def user() -> None:
+    """Manage local accounts."""
+
+
+@user.command(name="add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(accounts.ROLES), required=True)
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False))
+@with_config
+def user_add(config: Config, username: str, role: str, password_file: str | None) -> None:
+    """Create an account (prints a generated password if no file is given)."""
+    databases, _ = open_data_dir(config)
+    password = (Path(password_file).read_text().strip() if password_file
+                else accounts.generate_password())
+    if not accounts.create_user(databases.get(), username, password, role, actor="aomas user"):
+        raise click.ClickException(f"account {username!r} already exists")
+    click.echo(f"account {username!r} ({role}) created"
+               + ("" if password_file else f"; password (shown once): {password}"))
+
+
+@user.command(name="list")
+@with_config
+def user_list(config: Config) -> None:
+    databases, _ = open_data_dir(config)
+    for row in accounts.list_users(databases.get()):
+        click.echo(f"{row['username']:<20}{row['role']:<14}"
+                   f"{'disabled' if row['disabled'] else ''}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@with_config
+def doctor(config: Config, as_json: bool) -> None:
+    """Check the box: database, queue, SCP, disk (same as GET /healthz)."""
+    report = health.check(config)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        click.echo(f"config: {config.source}; data dir: {config.data_dir}")
+        for name, state in report["components"].items():
+            detail = ", ".join(f"{k}={v}" for k, v in state.items() if k != "ok")
+            click.echo(f"{name:>6}: {'ok' if state['ok'] else 'FAIL'}  {detail}")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command(name="config")
+@click.option("--reference", is_flag=True, help="Print the reference table (as in the README).")
+@with_config
+def show_config(config: Config, reference: bool) -> None:
+    """Print the effective configuration."""
+    if reference:
+        click.echo(reference_markdown())
+        return
+    click.echo(f"# from {config.source}")
+    for section in ("appliance", "dicom", "web", "queue", "worker", "pipeline"):
+        click.echo(f"[{section}]")
+        for key, value in vars(getattr(config, section)).items():
+            click.echo(f"{key} = {json.dumps(value)}")
+    for destination in config.destinations:
+        click.echo("[[destinations]]")
+        for key, value in destination.items():
+            click.echo(f"{key} = {json.dumps(value)}")
+
+
+@cli.command()
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the run.")
+@with_config
+def demo(config: Config, seed: int, timeout: float) -> None:
+    """Against a running appliance: send a phantom, wait for its run, print the result."""
+    run_demo(config, seed=seed, timeout=timeout)
+
+
+def run_demo(config: Config, *, seed: int, timeout: float) -> dict:
+    host = "127.0.0.1" if config.dicom.bind in ("0.0.0.0", "") else config.dicom.bind
+    calling_ae = (config.dicom.allowed_calling_aes or ["AOMAS-DEMO"])[0]
+    with tempfile.TemporaryDirectory(prefix="aomas-demo-") as tmp:
+        truth = write_phantom_study(Path(tmp), PhantomSpec(seed=seed))
+        click.echo(f"phantom: {truth['summary']['cone_count']} cones at "
+                   f"{truth['spec']['eccentricity_deg']} deg; sending to {host}:"
+                   f"{config.dicom.port}")
+        results = send_files(dicom_files([Path(tmp) / "dicom"]), host, config.dicom.port,
+                             called_ae=config.dicom.ae_title, calling_ae=calling_ae)
+    if not all(r.ok for r in results):
+        raise AomasError(f"the appliance did not accept the phantom: {results[0].error or ''}"
+                         f" status {results[0].status}")
+    databases, _ = open_data_dir(config)
+    db = databases.get()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = db.execute(
+            "SELECT r.run_id FROM runs r JOIN cases c ON c.case_id = r.case_id "
+            "WHERE c.series_instance_uid = ? ORDER BY r.queued_at DESC LIMIT 1",
+            [truth["series_instance_uid"]]).fetchone()
+        run = runs.get(db, row[0]) if row else None
+        if run and run["state"] in runs.FINISHED:
+            click.echo(f"run {run['run_id']}: {run['state']}"
+                       + (f" ({run['reason']})" if run["reason"] else ""))
+            click.echo(json.dumps(run["result"], indent=1, sort_keys=True))
+            if run["state"] != runs.SUCCEEDED:
+                raise AomasError(f"the demo run failed: {run['reason']}")
+            return run
+        time.sleep(0.2)
+    raise AomasError(f"no finished run after {timeout:.0f} s; is `aomas worker` running? "
+                     "See `aomas doctor`")
+
+
+@cli.command()
+@with_config
+def scp(config: Config) -> None:
+    """Run the DICOM SCP only (systemd: aomas-scp.service)."""
+    databases, store = open_data_dir(config)
+    server = start_scp(config, databases, store)
+    wait_for_signal()
+    server.stop()
+
+
+@cli.command()
+@with_config
+def worker(config: Config) -> None:
+    """Run the worker only (systemd: aomas-worker.service)."""
+    databases, store = open_data_dir(config)
+    running = start_worker(config, databases, store)
+    wait_for_signal()
+    running.stop()
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    logging.getLogger(__name__).info("stopping")

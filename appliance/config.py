@@ -1,0 +1,196 @@
+"""Settings: every key declared once, with its default and a one-line help.
+
+The configuration is one TOML file. Which file: ``--config PATH``, else ``$AOMAS_CONFIG``, else
+``./aomas.toml``, else ``/etc/aomas/aomas.toml``, else the built-in defaults below.
+``AOMAS_<SECTION>_<KEY>`` environment variables override single keys.
+
+``[[destinations]]`` is a list of tables (one per PACS) and is described by ``DESTINATION_KEYS``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from appliance.exceptions import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: Any
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return f"AOMAS_{self.section.upper()}_{self.key.upper()}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("appliance", "data_dir", "var",
+            "Directory for everything the appliance writes: database, object store, spool, queue."),
+    Setting("appliance", "log_level", "INFO", "Python log level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("dicom", "ae_title", "AOMAS", "Our AE title, the Called AE that scanners address."),
+    Setting("dicom", "bind", "0.0.0.0", "Address the DICOM SCP listens on."),
+    Setting("dicom", "port", 11112, "TCP port the DICOM SCP listens on."),
+    Setting("dicom", "allowed_calling_aes", [],
+            "Calling AE titles allowed to associate; empty accepts any (logged as a warning)."),
+    Setting("dicom", "series_idle_seconds", 10.0,
+            "Quiet time after which a multi-instance series counts as complete."),
+    Setting("dicom", "max_associations", 10,
+            "Concurrent associations; more are rejected as transient so senders retry."),
+    Setting("dicom", "max_pdu_bytes", 4_194_304, "Maximum PDU size we advertise to senders."),
+    Setting("dicom", "min_free_disk_mb", 1024,
+            "Refuse C-STORE with 0xA700 when the data dir's disk has less free space than this."),
+    Setting("web", "bind", "127.0.0.1", "Address the review page and JSON API listen on."),
+    Setting("web", "port", 8080, "TCP port of the review page and JSON API."),
+    Setting("queue", "backend", "sqlite",
+            "Huey storage: 'sqlite' (one box) or 'redis' (workers on several boxes)."),
+    Setting("queue", "redis_url", "redis://127.0.0.1:6379/0", "Redis URL when backend = 'redis'."),
+    Setting("worker", "lease_seconds", 60.0,
+            "A RUNNING run whose worker has not renewed its lease for this long is re-queued."),
+    Setting("worker", "reconcile_seconds", 15.0,
+            "How often the worker re-queues lost runs and fails runs past their deadline."),
+    Setting("worker", "run_deadline_seconds", 3600.0,
+            "A run still unfinished this long after it was queued is failed."),
+    Setting("worker", "max_retries", 3, "Retries of a run after a transient error."),
+    Setting("worker", "retry_base_seconds", 2.0,
+            "First retry delay; doubles each retry, with random jitter."),
+    Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
+)
+
+DESTINATION_KEYS: dict[str, str] = {
+    "name": "Short name of the PACS, shown in the outbox.",
+    "kind": "'dimse' (C-STORE) or 'orthanc' (REST).",
+    "ae_title": "Called AE title of the PACS (kind = 'dimse').",
+    "host": "Host of the PACS (kind = 'dimse').",
+    "port": "DICOM port of the PACS (kind = 'dimse').",
+    "url": "Base URL of the Orthanc REST API (kind = 'orthanc').",
+}
+
+SYSTEM_CONFIG = Path("/etc/aomas/aomas.toml")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration: one namespace per section, plus the destinations."""
+
+    appliance: SimpleNamespace
+    dicom: SimpleNamespace
+    web: SimpleNamespace
+    queue: SimpleNamespace
+    worker: SimpleNamespace
+    pipeline: SimpleNamespace
+    destinations: tuple[dict, ...]
+    source: str
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.appliance.data_dir)
+
+
+def find_config_file(explicit: str | None, environ: dict[str, str]) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigurationError(f"config file {path} does not exist")
+        return path
+    if environ.get("AOMAS_CONFIG"):
+        path = Path(environ["AOMAS_CONFIG"])
+        if not path.is_file():
+            raise ConfigurationError(f"AOMAS_CONFIG names {path}, which does not exist")
+        return path
+    for candidate in (Path("aomas.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(explicit: str | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read the configuration the way the command line does; see the module docstring."""
+    environ = dict(os.environ if environ is None else environ)
+    path = find_config_file(explicit, environ)
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigurationError(f"{path} is not valid TOML: {error}") from None
+
+    known = {(s.section, s.key) for s in SETTINGS}
+    for section, table in document.items():
+        if section == "destinations":
+            continue
+        if not isinstance(table, dict) or section not in {s.section for s in SETTINGS}:
+            raise ConfigurationError(f"{path}: unknown section [{section}]")
+        for key in table:
+            if (section, key) not in known:
+                raise ConfigurationError(f"{path}: unknown key '{key}' in [{section}]")
+
+    values: dict[str, dict[str, Any]] = {}
+    for setting in SETTINGS:
+        value = document.get(setting.section, {}).get(setting.key, setting.default)
+        if setting.env_var in environ:
+            value = _parse_env(setting, environ[setting.env_var])
+        values.setdefault(setting.section, {})[setting.key] = _coerce(setting, value, path)
+
+    values["appliance"]["data_dir"] = str(Path(values["appliance"]["data_dir"]).resolve())
+    destinations = tuple(_check_destination(d, path) for d in document.get("destinations", []))
+    sections = {name: SimpleNamespace(**table) for name, table in values.items()}
+    return Config(**sections, destinations=destinations,
+                  source=str(path) if path else "built-in defaults")
+
+
+def _parse_env(setting: Setting, text: str) -> Any:
+    if isinstance(setting.default, list):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def _coerce(setting: Setting, value: Any, path: Path | None) -> Any:
+    where = f"{setting.section}.{setting.key}"
+    kind = type(setting.default)
+    try:
+        if kind is list:
+            if not isinstance(value, list):
+                raise TypeError
+            return [str(item) for item in value]
+        if kind is bool:
+            if isinstance(value, str):
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"{where} must be a {kind.__name__}, got {value!r} (from {path or 'environment'})"
+        ) from None
+
+
+def _check_destination(table: dict, path: Path | None) -> dict:
+    unknown = set(table) - set(DESTINATION_KEYS)
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown key(s) {sorted(unknown)} in [[destinations]]")
+    kind = table.get("kind", "dimse")
+    if kind not in ("dimse", "orthanc"):
+        raise ConfigurationError(f"{path}: destination kind must be 'dimse' or 'orthanc'")
+    if "name" not in table:
+        raise ConfigurationError(f"{path}: every [[destinations]] entry needs a name")
+    if kind == "orthanc" and "url" not in table:
+        raise ConfigurationError(f"{path}: destination '{table['name']}' needs a url")
+    return {"kind": kind, "ae_title": "PACS", "host": "127.0.0.1", "port": 4242, **table}
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table (kept in the README)."""
+    lines = ["| key | default | environment | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default!r}`".replace("'", '"')
+        lines.append(f"| `{s.section}.{s.key}` | {default} | `{s.env_var}` | {s.help} |")
+    for key, text in DESTINATION_KEYS.items():
+        lines.append(f"| `destinations[].{key}` | | | {text} |")
+    return "\n".join(lines)

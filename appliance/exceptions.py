@@ -1,0 +1,21 @@
+"""The appliance's exceptions. Each message says what a person can do about it."""
+
+
+class AomasError(Exception):
+    """Base class: anything the command line reports as a one-line reason."""
+
+
+class ConfigurationError(AomasError):
+    """The configuration file or environment is wrong; fix the named key."""
+
+
+class InvalidInput(AomasError):
+    """The received data cannot be processed as it is; retrying will not help."""
+
+
+class TransientError(AomasError):
+    """A temporary failure (busy database, full disk, peer down); the run is retried."""
+
+
+class StorageFull(AomasError):
+    """Free disk space is below the configured watermark."""

@@ -1,0 +1,79 @@
+"""Schema changes as ordered migrations. Append new ones; never edit one that has shipped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _core_tables(db: sqlite_utils.Database) -> None:
+    db["instances"].create({
+        "sop_instance_uid": str, "sop_class_uid": str, "study_instance_uid": str,
+        "series_instance_uid": str, "instance_number": int, "number_of_frames": int,
+        "rows": int, "columns": int, "images_in_acquisition": int, "transfer_syntax_uid": str,
+        "sha256": str, "size_bytes": int, "calling_ae": str, "received_at": float,
+    }, pk="sop_instance_uid", not_null={"sha256", "series_instance_uid"})
+    db["instances"].create_index(["series_instance_uid"])
+    db["series"].create({
+        "series_instance_uid": str, "study_instance_uid": str, "sop_class_uid": str,
+        "instance_count": int, "frame_count": int, "expected_instances": int,
+        "first_received_at": float, "last_received_at": float,
+        # receiving → complete; a late instance puts it back to receiving
+        "state": str, "completed_at": float,
+    }, pk="series_instance_uid")
+    db["cases"].create({
+        "case_id": int, "series_instance_uid": str, "created_at": float,
+    }, pk="case_id", foreign_keys=[("series_instance_uid", "series")])
+    db["cases"].create_index(["series_instance_uid"], unique=True)
+    db["runs"].create({
+        "run_id": str, "case_id": int, "state": str, "manifest": str, "input_sha256": str,
+        "attempts": int, "not_before": float, "queued_at": float, "started_at": float,
+        "finished_at": float, "lease_expires_at": float, "worker": str, "reason": str,
+        "result": str, "superseded_by": str,
+    }, pk="run_id", foreign_keys=[("case_id", "cases")])
+    db["runs"].create_index(["state"])
+    db["runs"].create_index(["case_id"])
+    db["audit_events"].create({
+        "id": int, "at": float, "actor": str, "action": str, "object_kind": str,
+        "object_id": str, "detail": str,
+    }, pk="id")
+    db["outbox"].create({
+        "id": int, "run_id": str, "destination": str, "sop_instance_uid": str,
+        "object_sha256": str, "state": str, "attempts": int, "next_attempt_at": float,
+        "last_status": str, "updated_at": float,
+    }, pk="id", foreign_keys=[("run_id", "runs")])
+    db["outbox"].create_index(["destination", "sop_instance_uid"], unique=True)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
+    (1, "instances, series, cases, runs, audit events, outbox", _core_tables),
+]
+
+
+def migrate(db: sqlite_utils.Database, write_transaction) -> list[int]:
+    """Apply the migrations this database has not seen, each in its own transaction."""
+    with write_transaction(db):
+        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                   "(version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+    applied = []
+    for version, name, apply in MIGRATIONS:
+        with write_transaction(db):
+            seen = db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", [version])
+            if seen.fetchone():
+                continue
+            apply(db)
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
+                       [version, name])
+            applied.append(version)
+    return applied
+
+
+def _accounts(db: sqlite_utils.Database) -> None:
+    db["users"].create({
+        "username": str, "password_hash": str, "role": str, "created_at": float,
+        "disabled": int,
+    }, pk="username", not_null={"password_hash", "role"}, defaults={"disabled": 0})
+
+
+MIGRATIONS.append((2, "local accounts with roles", _accounts))

@@ -1,0 +1,58 @@
+"""The Huey instance and its one task. Huey is only the doorbell; SQLite holds the truth.
+
+Huey delivers at most once: a task running when its worker dies is gone. That is why every run
+lives in the ``runs`` table and ``appliance.reconciler`` re-queues what was lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from huey import Huey, RedisHuey, SqliteHuey
+
+from appliance.config import Config
+from appliance.exceptions import ConfigurationError
+
+TASK_NAME = "execute_run"
+
+
+def make_huey(config: Config) -> Huey:
+    if config.queue.backend == "sqlite":
+        # fsync: a queued doorbell survives power loss as the run row does.
+        return SqliteHuey("aomas", filename=str(config.data_dir / "queue.db"), fsync=True,
+                          results=False)
+    if config.queue.backend == "redis":
+        return RedisHuey("aomas", url=config.queue.redis_url, results=False)
+    raise ConfigurationError(
+        f"queue.backend must be 'sqlite' or 'redis', not {config.queue.backend!r}")
+
+
+def _executed_elsewhere(run_id: str) -> None:
+    raise RuntimeError("this process only enqueues runs; start `aomas worker` to execute them")
+
+
+class RunQueue:
+    """Enqueues runs by id; in the worker, also executes them."""
+
+    def __init__(self, config: Config, execute: Callable[[str], None] = _executed_elsewhere):
+        self.huey = make_huey(config)
+
+        @self.huey.task(name=TASK_NAME)
+        def execute_run(run_id: str) -> None:
+            execute(run_id)
+
+        self._task = execute_run
+
+    def enqueue(self, run_id: str, delay_seconds: float = 0) -> None:
+        if delay_seconds > 0:
+            self._task.schedule(args=(run_id,), delay=delay_seconds)
+        else:
+            self._task(run_id)
+
+    def waiting_run_ids(self) -> set[str]:
+        """Runs with a task still waiting in the queue or its schedule."""
+        tasks = self.huey.pending() + self.huey.scheduled()
+        return {task.args[0] for task in tasks if task.name == TASK_NAME and task.args}
+
+    def depth(self) -> int:
+        return self.huey.pending_count()

@@ -1,0 +1,141 @@
+"""Runs: one processing of a case under one manifest, and the state machine it moves through.
+
+QUEUED → RUNNING → SUCCEEDED | FAILED. The run id is derived from the manifest, so submitting
+the same case with the same configuration again returns the existing run. SQLite is the record
+of truth; the queue only triggers work (see ``appliance.reconciler``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import sqlite_utils
+
+from appliance.version import pipeline_version
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+FINISHED = (SUCCEEDED, FAILED)
+
+# Issue 3 plugs the segmentation models in; until then no model takes part in a run.
+NO_MODEL = {"id": "none", "weights_sha256": None}
+
+
+def input_checksum(db: sqlite_utils.Database, series_instance_uid: str) -> str:
+    """SHA-256 over the series' instances (UID and content hash), independent of arrival order."""
+    rows = db.execute(
+        "SELECT sop_instance_uid, sha256 FROM instances WHERE series_instance_uid = ? "
+        "ORDER BY sop_instance_uid", [series_instance_uid]).fetchall()
+    digest = hashlib.sha256()
+    for sop_instance_uid, sha256 in rows:
+        digest.update(f"{sop_instance_uid}:{sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def build_manifest(db: sqlite_utils.Database, case_id: int, *, seed: int,
+                   parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    case = db["cases"].get(case_id)
+    return {
+        "case_id": case_id,
+        "input_sha256": input_checksum(db, case["series_instance_uid"]),
+        "pipeline": pipeline_version(),
+        "model": NO_MODEL,
+        "parameters": parameters or {},
+        "seed": seed,
+    }
+
+
+def derive_run_id(manifest: dict[str, Any]) -> str:
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def submit(db: sqlite_utils.Database, case_id: int, *, seed: int,
+           parameters: dict[str, Any] | None = None) -> tuple[str, bool]:
+    """Create the run for this case and configuration, or find it; return (run_id, created).
+
+    Call inside a write transaction. Older runs of the same case are marked superseded; one
+    still waiting in the queue is failed, so that stale data is never processed after new data.
+    """
+    manifest = build_manifest(db, case_id, seed=seed, parameters=parameters)
+    run_id = derive_run_id(manifest)
+    if db["runs"].count_where("run_id = ?", [run_id]):
+        return run_id, False
+    now = time.time()
+    db["runs"].insert({
+        "run_id": run_id, "case_id": case_id, "state": QUEUED,
+        "manifest": json.dumps(manifest, sort_keys=True), "input_sha256": manifest["input_sha256"],
+        "attempts": 0, "not_before": now, "queued_at": now,
+    })
+    for older in db["runs"].rows_where("case_id = ? AND run_id != ? AND superseded_by IS NULL",
+                                       [case_id, run_id]):
+        change: dict[str, Any] = {"superseded_by": run_id}
+        if older["state"] == QUEUED:
+            change.update(state=FAILED, finished_at=now,
+                          reason=f"superseded by run {run_id}: more instances of the series "
+                                 "arrived before this run started")
+        db["runs"].update(older["run_id"], change)
+    return run_id, True
+
+
+def get(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
+    rows = list(db["runs"].rows_where("run_id = ?", [run_id]))
+    return _decode(rows[0]) if rows else None
+
+
+def list_runs(db: sqlite_utils.Database, state: str | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    where, params = ("state = ?", [state]) if state else (None, None)
+    rows = db["runs"].rows_where(where, params, order_by="queued_at desc", limit=limit)
+    return [_decode(row) for row in rows]
+
+
+def claim(db: sqlite_utils.Database, run_id: str, worker: str, lease_seconds: float) -> bool:
+    """QUEUED → RUNNING for this worker, if nobody else has it. Safe against duplicate tasks."""
+    now = time.time()
+    cursor = db.execute(
+        "UPDATE runs SET state = ?, worker = ?, started_at = ?, lease_expires_at = ?, "
+        "attempts = attempts + 1 WHERE run_id = ? AND state = ? AND not_before <= ?",
+        [RUNNING, worker, now, now + lease_seconds, run_id, QUEUED, now + 0.001])
+    return cursor.rowcount == 1
+
+
+def renew_lease(db: sqlite_utils.Database, run_id: str, worker: str,
+                lease_seconds: float) -> bool:
+    cursor = db.execute(
+        "UPDATE runs SET lease_expires_at = ? WHERE run_id = ? AND state = ? AND worker = ?",
+        [time.time() + lease_seconds, run_id, RUNNING, worker])
+    return cursor.rowcount == 1
+
+
+def succeed(db: sqlite_utils.Database, run_id: str, worker: str, result: dict[str, Any]) -> bool:
+    cursor = db.execute(
+        "UPDATE runs SET state = ?, finished_at = ?, result = ?, reason = NULL, "
+        "lease_expires_at = NULL WHERE run_id = ? AND state = ? AND worker = ?",
+        [SUCCEEDED, time.time(), json.dumps(result, sort_keys=True), run_id, RUNNING, worker])
+    return cursor.rowcount == 1
+
+
+def fail(db: sqlite_utils.Database, run_id: str, reason: str) -> bool:
+    cursor = db.execute(
+        "UPDATE runs SET state = ?, finished_at = ?, reason = ?, lease_expires_at = NULL "
+        "WHERE run_id = ? AND state IN (?, ?)", [FAILED, time.time(), reason, run_id, QUEUED,
+                                                 RUNNING])
+    return cursor.rowcount == 1
+
+
+def requeue(db: sqlite_utils.Database, run_id: str, *, delay_seconds: float,
+            reason: str) -> bool:
+    """RUNNING → QUEUED, not to start before the delay (retries and lost workers)."""
+    cursor = db.execute(
+        "UPDATE runs SET state = ?, not_before = ?, reason = ?, worker = NULL, "
+        "lease_expires_at = NULL WHERE run_id = ? AND state = ?",
+        [QUEUED, time.time() + delay_seconds, reason, run_id, RUNNING])
+    return cursor.rowcount == 1
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "manifest": json.loads(row["manifest"]),
+            "result": json.loads(row["result"]) if row["result"] else None}

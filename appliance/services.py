@@ -1,0 +1,54 @@
+"""Build the appliance's long-running parts from the configuration.
+
+``aomas scp``, ``aomas worker`` and ``aomas web`` each start one part (one systemd unit each);
+``aomas serve`` starts all three in one process (the web part lives in ``ui``, which imports
+this module, never the other way round). Each part gets its dependencies passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from appliance.config import Config
+from appliance.database import ThreadLocalDatabase
+from appliance.ingest import Ingest
+from appliance.queue import RunQueue
+from appliance.storage import ObjectStore
+from appliance.worker import Worker
+from dicom.scp import StorageSCP
+
+log = logging.getLogger(__name__)
+
+
+def open_data_dir(config: Config) -> tuple[ThreadLocalDatabase, ObjectStore]:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    databases = ThreadLocalDatabase(config.data_dir / "aomas.db")
+    databases.get()  # migrate now, not inside the first C-STORE
+    store = ObjectStore(config.data_dir, min_free_bytes=config.dicom.min_free_disk_mb * 2**20)
+    return databases, store
+
+
+def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore) -> StorageSCP:
+    swept = store.sweep_spool()
+    if swept:
+        log.warning("removed %d unacknowledged file(s) left in the spool by a crash", swept)
+    queue = RunQueue(config)
+    ingest = Ingest(databases, store, seed=config.pipeline.seed,
+                    series_idle_seconds=config.dicom.series_idle_seconds,
+                    on_run_queued=queue.enqueue)
+    scp = StorageSCP(
+        ae_title=config.dicom.ae_title, bind=config.dicom.bind, port=config.dicom.port,
+        allowed_calling_aes=config.dicom.allowed_calling_aes,
+        max_associations=config.dicom.max_associations,
+        max_pdu_bytes=config.dicom.max_pdu_bytes, spool_dir=store.spool,
+        on_instance=ingest.store_instance)
+    scp.start()
+    return scp
+
+
+def start_worker(config: Config, databases: ThreadLocalDatabase,
+                 store: ObjectStore) -> Worker:
+    worker = Worker(config, databases, store)
+    worker.start()
+    log.info("worker %s started (queue backend: %s)", worker.identity, config.queue.backend)
+    return worker

@@ -1,0 +1,100 @@
+"""The object store: files named by their SHA-256, never by anything a sender chose.
+
+Layout under the data dir: ``objects/ab/abcdef…`` (content-addressed) and ``spool/`` (files
+being received; whatever is left there after a crash was never acknowledged and is swept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from appliance.exceptions import StorageFull
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """The file's SHA-256 hex digest and its size in bytes."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ObjectStore:
+    def __init__(self, data_dir: Path, min_free_bytes: int = 0):
+        self.root = data_dir / "objects"
+        self.spool = data_dir / "spool"
+        self.min_free_bytes = min_free_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.spool.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def check_free_space(self) -> None:
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            raise StorageFull(
+                f"{free // 2**20} MiB free under {self.root}, below the watermark of "
+                f"{self.min_free_bytes // 2**20} MiB: free disk space or lower "
+                "dicom.min_free_disk_mb")
+
+    def adopt(self, spooled: Path) -> tuple[str, int]:
+        """Make a fully written spool file durable in the store; return (sha256, size).
+
+        The file is fsynced, renamed into place and its directory fsynced, so that once this
+        returns the bytes survive a crash or power loss. Identical content already stored is
+        kept as it is.
+        """
+        with open(spooled, "rb") as f:
+            os.fsync(f.fileno())
+        sha256, size = sha256_of(spooled)
+        target = self.path_for(sha256)
+        if target.exists():
+            return sha256, size
+        new_dir = not target.parent.exists()
+        target.parent.mkdir(exist_ok=True)
+        os.replace(spooled, target)
+        fsync_directory(target.parent)
+        if new_dir:
+            fsync_directory(self.root)
+        return sha256, size
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store bytes the appliance produced itself (artifacts); return their SHA-256."""
+        self.check_free_space()
+        spooled = self.spool / f"artifact-{os.getpid()}-{hashlib.sha256(data).hexdigest()}.tmp"
+        with open(spooled, "wb") as f:
+            f.write(data)
+        sha256, _ = self.adopt(spooled)
+        spooled.unlink(missing_ok=True)
+        return sha256
+
+    def sweep_spool(self) -> int:
+        """Delete files left in the spool by a crash; none of them was acknowledged."""
+        removed = 0
+        for leftover in self.spool.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -1,0 +1,131 @@
+"""The worker: executes runs handed over by Huey, and keeps the queue honest.
+
+``Worker.execute`` is what the Huey task calls. It claims the run (so duplicate doorbells are
+harmless), keeps its lease alive while the pipeline works, and records the outcome: transient
+errors are retried with exponential backoff and jitter, bad input fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from appliance import runs
+from appliance.config import Config
+from appliance.database import ThreadLocalDatabase
+from appliance.exceptions import InvalidInput, TransientError
+from appliance.ingest import Ingest
+from appliance.pipeline import run_pipeline
+from appliance.queue import RunQueue
+from appliance.reconciler import reconcile, worker_identity
+from appliance.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.5
+
+
+class Worker:
+    def __init__(self, config: Config, databases: ThreadLocalDatabase, store: ObjectStore):
+        self.config = config
+        self.databases = databases
+        self.store = store
+        self.identity = worker_identity()
+        self.queue = RunQueue(config, execute=self.execute)
+        self.ingest = Ingest(databases, store, seed=config.pipeline.seed,
+                             series_idle_seconds=config.dicom.series_idle_seconds,
+                             on_run_queued=self.queue.enqueue)
+        self._stop = threading.Event()
+        self.consumer = None
+
+    def execute(self, run_id: str) -> None:
+        db = self.databases.get()
+        lease = self.config.worker.lease_seconds
+        if not runs.claim(db, run_id, self.identity, lease):
+            return  # finished, taken by another worker, or not due yet: nothing to do
+        run = runs.get(db, run_id)
+        log.info("run %s: RUNNING (attempt %d)", run_id, run["attempts"])
+        heartbeat = _Heartbeat(self.databases, run_id, self.identity, lease)
+        heartbeat.start()
+        try:
+            result = run_pipeline(run, self._instance_paths(run))
+        except InvalidInput as error:
+            runs.fail(db, run_id, str(error))
+            log.warning("run %s: FAILED: %s", run_id, error)
+        except TransientError as error:
+            self._retry_or_fail(run, str(error))
+        except Exception as error:
+            log.exception("run %s: unexpected error", run_id)
+            runs.fail(db, run_id, f"internal error ({type(error).__name__}: {error}); "
+                      "report it with the run id")
+        else:
+            if runs.succeed(db, run_id, self.identity, result):
+                log.info("run %s: SUCCEEDED", run_id)
+        finally:
+            heartbeat.stop()
+
+    def _retry_or_fail(self, run: dict, reason: str) -> None:
+        db = self.databases.get()
+        attempts = run["attempts"]
+        if attempts > self.config.worker.max_retries:
+            runs.fail(db, run["run_id"], f"gave up after {attempts} attempts: {reason}")
+            return
+        delay = self.config.worker.retry_base_seconds * 2 ** (attempts - 1)
+        delay *= random.uniform(0.5, 1.5)  # jitter keeps retries of many runs apart
+        if runs.requeue(db, run["run_id"], delay_seconds=delay, reason=f"retrying: {reason}"):
+            self.queue.enqueue(run["run_id"], delay_seconds=delay)
+            log.warning("run %s: transient error, retry in %.1f s: %s", run["run_id"], delay,
+                        reason)
+
+    def _instance_paths(self, run: dict) -> list:
+        db = self.databases.get()
+        case = db["cases"].get(run["case_id"])
+        rows = db.execute("SELECT sha256 FROM instances WHERE series_instance_uid = ? "
+                          "ORDER BY instance_number, sop_instance_uid",
+                          [case["series_instance_uid"]]).fetchall()
+        return [self.store.path_for(sha256) for (sha256,) in rows]
+
+    def start(self) -> None:
+        """Reconcile, then start the Huey consumer threads and the ticker; returns at once."""
+        reconcile(self.databases.get(), self.queue, self.config)
+        # Poll often: an idle consumer would otherwise back off to 10 s before starting a run.
+        self.consumer = self.queue.huey.create_consumer(
+            workers=1, worker_type="thread", periodic=False, initial_delay=0.05,
+            backoff=1.15, max_delay=0.1, scheduler_interval=1)
+        self.consumer.start()
+        threading.Thread(target=self._tick, name="aomas-ticker", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.consumer is not None:
+            self.consumer.stop(graceful=True)
+
+    def _tick(self) -> None:
+        since_reconcile = 0.0
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self.ingest.complete_idle_series()
+                since_reconcile += TICK_SECONDS
+                if since_reconcile >= self.config.worker.reconcile_seconds:
+                    since_reconcile = 0.0
+                    reconcile(self.databases.get(), self.queue, self.config)
+            except Exception:
+                log.exception("ticker: will try again")
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the run's lease while the pipeline works, so the reconciler leaves it alone."""
+
+    def __init__(self, databases: ThreadLocalDatabase, run_id: str, worker: str, lease: float):
+        super().__init__(name=f"lease-{run_id[:8]}", daemon=True)
+        self.databases, self.run_id, self.worker, self.lease = databases, run_id, worker, lease
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.lease / 3):
+            if not runs.renew_lease(self.databases.get(), self.run_id, self.worker, self.lease):
+                return
+
+    def stop(self) -> None:
+        self._done.set()

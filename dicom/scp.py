@@ -1,0 +1,178 @@
+"""The storage SCP: C-ECHO and C-STORE, received in chunks straight to a spool file.
+
+The handler never decodes pixel data. It reads a handful of header attributes from the spooled
+file and hands a ``ReceivedInstance`` to the ``on_instance`` callback, whose return value is the
+C-STORE status. The callback decides what "stored" means (fsync, rename, commit); this module
+only speaks DICOM.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE, _config, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom import status
+from dicom.sop_classes import (
+    ACCEPTED_SOP_CLASSES,
+    ACCEPTED_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
+
+log = logging.getLogger(__name__)
+
+# Write each incoming dataset to a temporary file as its PDUs arrive, so a 1 GB volume never
+# sits in memory. pynetdicom offers this only as a process-wide switch.
+_config.STORE_RECV_CHUNKED_DATASET = True
+# Patient names and IDs must never reach the logs; pynetdicom would otherwise log identifiers.
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+HEADER_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber",
+    "NumberOfFrames", "Rows", "Columns", "ImagesInAcquisition",
+]
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """A dataset fully received into ``path`` (a spool file that the callback may move)."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instance_number: int | None
+    number_of_frames: int
+    rows: int | None
+    columns: int | None
+    images_in_acquisition: int | None
+    transfer_syntax_uid: str
+    calling_ae: str
+    peer_address: str
+
+
+class UnreadableHeader(ValueError):
+    """The received bytes are not a DICOM dataset with the identifying UIDs."""
+
+
+def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
+                peer_address: str) -> ReceivedInstance:
+    """Read the identifying attributes of a spooled dataset, without its pixel data."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        uids = [ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID]
+    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError, KeyError) as error:
+        raise UnreadableHeader(f"{type(error).__name__}: {error}") from None
+    if not all(uids):
+        raise UnreadableHeader("SOP Class, SOP Instance, Study or Series UID is empty")
+
+    def optional_int(keyword: str) -> int | None:
+        value = ds.get(keyword)
+        try:
+            return int(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    return ReceivedInstance(
+        path=path,
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        instance_number=optional_int("InstanceNumber"),
+        number_of_frames=optional_int("NumberOfFrames") or 1,
+        rows=optional_int("Rows"),
+        columns=optional_int("Columns"),
+        images_in_acquisition=optional_int("ImagesInAcquisition"),
+        transfer_syntax_uid=transfer_syntax_uid,
+        calling_ae=calling_ae,
+        peer_address=peer_address,
+    )
+
+
+class StorageSCP:
+    """A pynetdicom AE that accepts the appliance's storage classes and C-ECHO."""
+
+    def __init__(self, *, ae_title: str, bind: str, port: int, allowed_calling_aes: list[str],
+                 max_associations: int, max_pdu_bytes: int, spool_dir: Path,
+                 on_instance: Callable[[ReceivedInstance], int]):
+        self.bind, self.port = bind, port
+        self.on_instance = on_instance
+        self.spool_dir = spool_dir
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = max_associations
+        self.ae.maximum_pdu_size = max_pdu_bytes
+        self.ae.require_called_aet = False
+        if allowed_calling_aes:
+            self.ae.require_calling_aet = list(allowed_calling_aes)
+        else:
+            log.warning("dicom.allowed_calling_aes is empty: accepting any calling AE title")
+        self.ae.add_supported_context(VERIFICATION_SOP_CLASS)
+        for sop_class_uid in ACCEPTED_SOP_CLASSES:
+            self.ae.add_supported_context(sop_class_uid, ACCEPTED_TRANSFER_SYNTAXES)
+        self.server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        """Start listening in background threads; returns at once."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # pynetdicom's chunked files go to the temp dir; put it on the spool so that moving a
+        # received file into the object store is a rename on the same filesystem.
+        tempfile.tempdir = str(self.spool_dir)
+        handlers = [
+            (evt.EVT_C_ECHO, lambda event: status.SUCCESS),
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_CONN_OPEN, _set_tcp_nodelay),
+            (evt.EVT_REJECTED, _log_rejection),
+        ]
+        self.server = self.ae.start_server((self.bind, self.port), block=False,
+                                          evt_handlers=handlers)
+        self.port = self.server.server_address[1]
+        log.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.bind, self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _handle_store(self, event: evt.Event) -> int:
+        requestor = event.assoc.requestor
+        calling_ae = str(requestor.ae_title).strip()
+        peer = f"{requestor.address}:{requestor.port}"
+        sop_class_uid = str(event.request.AffectedSOPClassUID)
+        if sop_class_uid not in ACCEPTED_SOP_CLASSES:
+            log.warning("refused SOP class %s from %s (%s)", sop_class_uid, calling_ae, peer)
+            return status.SOP_CLASS_NOT_SUPPORTED
+        try:
+            received = read_header(event.dataset_path, event.context.transfer_syntax,
+                                   calling_ae, peer)
+        except UnreadableHeader as error:
+            log.warning("refused an unreadable dataset from %s (%s): %s", calling_ae, peer, error)
+            return status.CANNOT_UNDERSTAND
+        if received.sop_class_uid != sop_class_uid:
+            log.warning("dataset SOP class %s differs from the request's %s (from %s)",
+                        received.sop_class_uid, sop_class_uid, peer)
+            return status.CANNOT_UNDERSTAND
+        return self.on_instance(received)
+
+
+def _set_tcp_nodelay(event: evt.Event) -> None:
+    # C-STORE responses are small; without TCP_NODELAY each waits for Nagle's timer.
+    sock = event.assoc.dul.socket.socket
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _log_rejection(event: evt.Event) -> None:
+    requestor = event.assoc.requestor
+    log.warning("rejected association from calling AE %r at %s:%s",
+                str(requestor.ae_title).strip(), requestor.address, requestor.port)

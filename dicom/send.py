@@ -1,0 +1,110 @@
+"""C-STORE files to any SCP: the scanner side of the wire, and the results-to-PACS side later."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import build_context
+
+# Stream each file from disk instead of decoding it into memory first.
+_config.STORE_SEND_CHUNKED_DATASET = True
+MAX_CONTEXTS = 128
+
+
+@dataclass(frozen=True)
+class SendResult:
+    path: Path
+    status: int | None          # None: no response (association failed or aborted)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0x0000
+
+
+def dicom_files(paths: Iterable[Path]) -> list[Path]:
+    """The files named, and every file under the folders named, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    return found
+
+
+def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOMAS",
+               calling_ae: str = "AOMAS-SEND", max_pdu_bytes: int = 0) -> list[SendResult]:
+    """Send every file over one association; files that are not DICOM are reported, not sent."""
+    results: list[SendResult] = []
+    headers: list[tuple[Path, str, str]] = []
+    for path in paths:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            headers.append((path, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
+        except (InvalidDicomError, AttributeError, OSError, ValueError) as error:
+            results.append(SendResult(path, None, f"not a DICOM file: {error}"))
+    if not headers:
+        return results
+
+    pairs = sorted({(sop_class, syntax) for _, sop_class, syntax in headers})
+    if len(pairs) > MAX_CONTEXTS:
+        raise ValueError(f"{len(pairs)} SOP class / transfer syntax pairs; at most "
+                         f"{MAX_CONTEXTS} fit in one association")
+    ae = AE(ae_title=calling_ae)
+    ae.requested_contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
+    assoc = ae.associate(host, port, ae_title=called_ae, max_pdu=max_pdu_bytes,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, _set_tcp_nodelay)])
+    if not assoc.is_established:
+        reason = "association rejected" if assoc.is_rejected else "no association"
+        return results + [SendResult(p, None, f"{reason} by {host}:{port}")
+                          for p, _, _ in headers]
+    try:
+        for path, _, _ in headers:
+            if not assoc.is_established:
+                results.append(SendResult(path, None, "association ended"))
+                continue
+            try:
+                response = assoc.send_c_store(path)
+            except ValueError as error:  # e.g. no accepted context for this SOP class
+                results.append(SendResult(path, None, str(error)))
+                continue
+            # An empty response means no answer arrived: unknown, never success.
+            status = int(response.Status) if "Status" in response else None
+            results.append(SendResult(path, status, "" if status is not None else "no response"))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return results
+
+
+def probe(host: str, port: int, *, called_ae: str = "AOMAS",
+          calling_ae: str = "AOMAS-HEALTH") -> str:
+    """'accepted' (C-ECHO answered), 'rejected' (association refused) or 'unreachable'."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.network_timeout = 5
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if assoc.is_rejected:
+        return "rejected"
+    if not assoc.is_established:
+        return "unreachable"
+    try:
+        response = assoc.send_c_echo()
+        return "accepted" if response.get("Status") == 0 else "unreachable"
+    finally:
+        assoc.release()
+
+
+def _set_tcp_nodelay(event: evt.Event) -> None:
+    sock = event.assoc.dul.socket.socket
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

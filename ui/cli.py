@@ -1,0 +1,74 @@
+"""The ``aomas`` console script: the appliance's commands plus ``web`` and ``serve``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import click
+from werkzeug.serving import make_server
+
+from appliance.cli import cli, run_demo, wait_for_signal, with_config
+from appliance.config import Config
+from appliance.exceptions import AomasError
+from appliance.services import open_data_dir, start_scp, start_worker
+from ui.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    def __init__(self, config: Config):
+        self.server = make_server(config.web.bind, config.web.port, create_app(config),
+                                  threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="aomas-web",
+                                       daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("web on http://%s:%d", self.server.host, self.server.port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@cli.command()
+@with_config
+def web(config: Config) -> None:
+    """Run the web page and JSON API only (systemd: aomas-web.service)."""
+    server = WebServer(config)
+    server.start()
+    wait_for_signal()
+    server.stop()
+
+
+@cli.command()
+@click.option("--demo", "with_demo", is_flag=True,
+              help="Once up, send a synthetic study through and print its result.")
+@with_config
+def serve(config: Config, with_demo: bool) -> None:
+    """The whole appliance in one process: SCP + worker + web. Ctrl-C stops it."""
+    databases, store = open_data_dir(config)
+    scp = start_scp(config, databases, store)
+    worker = start_worker(config, databases, store)
+    web_server = WebServer(config)
+    web_server.start()
+    click.echo(f"AOMAS up: DICOM {config.dicom.ae_title}@{config.dicom.bind}:{config.dicom.port}"
+               f", web http://{config.web.bind}:{config.web.port}, data {config.data_dir}")
+    if with_demo:
+        threading.Thread(target=_demo_then_keep_serving, args=(config,), daemon=True).start()
+    wait_for_signal()
+    web_server.stop()
+    worker.stop()
+    scp.stop()
+
+
+def _demo_then_keep_serving(config: Config) -> None:
+    try:
+        run_demo(config, seed=1, timeout=300)
+        click.echo("demo done; still serving (Ctrl-C to stop)")
+    except AomasError as error:
+        click.echo(f"demo failed: {error}", err=True)
+
+
+main = cli
