@@ -88,7 +88,7 @@ class Ingest:
             "images_in_acquisition": received.images_in_acquisition,
             "transfer_syntax_uid": received.transfer_syntax_uid,
             "sha256": sha256, "size_bytes": size, "calling_ae": received.calling_ae,
-            "received_at": now,
+            "received_at": received.received_at,
         })
         series = self._update_series(db, received, now)
         if _complete_on_arrival(series):

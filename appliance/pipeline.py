@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from appliance.exceptions import InvalidInput
+from appliance.exceptions import InvalidInput, TransientError
 from dicom.volume import VolumeError, read_volume
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path]) -> dict[str, A
         volume = read_volume(instance_paths)
     except VolumeError as error:
         raise InvalidInput(str(error)) from None
+    except OSError as error:
+        raise TransientError(f"a stored instance could not be read ({error})") from None
     log.info("run %s: volume %s, spacing %s mm", run["run_id"], volume.voxels.shape,
              volume.spacing_mm)
     # Next: motion correction → layer surfaces → en-face projections → cone segmentation →

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class ReceivedInstance:
     transfer_syntax_uid: str
     calling_ae: str
     peer_address: str
+    received_at: float          # when the last byte had arrived (the handler was called)
 
 
 class UnreadableHeader(ValueError):
@@ -66,7 +68,7 @@ class UnreadableHeader(ValueError):
 
 
 def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
-                peer_address: str) -> ReceivedInstance:
+                peer_address: str, received_at: float) -> ReceivedInstance:
     """Read the identifying attributes of a spooled dataset, without its pixel data."""
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
@@ -97,6 +99,7 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
         transfer_syntax_uid=transfer_syntax_uid,
         calling_ae=calling_ae,
         peer_address=peer_address,
+        received_at=received_at,
     )
 
 
@@ -145,6 +148,7 @@ class StorageSCP:
             self.server = None
 
     def _handle_store(self, event: evt.Event) -> int:
+        received_at = time.time()
         requestor = event.assoc.requestor
         calling_ae = str(requestor.ae_title).strip()
         peer = f"{requestor.address}:{requestor.port}"
@@ -154,7 +158,7 @@ class StorageSCP:
             return status.SOP_CLASS_NOT_SUPPORTED
         try:
             received = read_header(event.dataset_path, event.context.transfer_syntax,
-                                   calling_ae, peer)
+                                   calling_ae, peer, received_at)
         except UnreadableHeader as error:
             log.warning("refused an unreadable dataset from %s (%s): %s", calling_ae, peer, error)
             return status.CANNOT_UNDERSTAND

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import build_context
 
@@ -48,8 +48,10 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
     headers: list[tuple[Path, str, str]] = []
     for path in paths:
         try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-            headers.append((path, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
+            # The file meta names the SOP class and transfer syntax without parsing the rest.
+            meta = read_file_meta_info(path)
+            headers.append((path, str(meta.MediaStorageSOPClassUID),
+                            str(meta.TransferSyntaxUID)))
         except (InvalidDicomError, AttributeError, OSError, ValueError) as error:
             results.append(SendResult(path, None, f"not a DICOM file: {error}"))
     if not headers:

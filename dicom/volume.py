@@ -60,9 +60,10 @@ def read_volume(paths: list[Path]) -> Volume:
 
 
 def _read_instance(path: Path, index: int) -> dict:
+    # OSError (file missing, disk error) propagates: it says nothing about the data itself.
     try:
         ds = dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as error:
+    except (InvalidDicomError, EOFError, ValueError, KeyError) as error:
         raise VolumeError(f"instance #{index} cannot be read as DICOM ({error})") from None
     label = f"#{ds.get('InstanceNumber', index)}"
     if "PixelData" not in ds:

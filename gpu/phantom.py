@@ -183,7 +183,6 @@ def _cone_mosaic(rng: np.random.Generator, spacing_um: float, jitter: float,
 def _surface_model(spec: PhantomSpec, rng: np.random.Generator):
     """Smooth analytic surfaces in µm below the top of the volume."""
     depth_um = spec.depth * spec.axial_spacing_um
-    elm0 = depth_um * rng.uniform(0.22, 0.30)
     tilt = rng.uniform(-0.04, 0.04, 2)
     waves = [(rng.uniform(1.0, 2.5), rng.uniform(0.002, 0.01), rng.uniform(0.002, 0.01),
               rng.uniform(0, 2 * np.pi)) for _ in range(3)]
@@ -192,6 +191,13 @@ def _surface_model(spec: PhantomSpec, rng: np.random.Generator):
     offsets = {"ELM": 0.0, "ISOS": inner_segment, "COST": inner_segment + outer_segment}
     offsets["RPE"] = offsets["COST"] + 10.0
     offsets["BM"] = offsets["RPE"] + 14.0
+    room = depth_um - offsets["BM"]
+    if room < 30.0:
+        raise ValueError(f"a depth of {depth_um:.0f} µm cannot hold the outer retina "
+                         f"(ELM to BM is {offsets['BM']:.0f} µm, plus room for motion): "
+                         f"use at least {offsets['BM'] + 30:.0f} µm")
+    # Place the stack a little above the middle, leaving room for the waves and axial motion.
+    elm0 = room * rng.uniform(0.35, 0.5)
 
     def surface(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         base = elm0 + tilt[0] * x + tilt[1] * y

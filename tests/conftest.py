@@ -1,0 +1,206 @@
+"""Fixtures: the appliance as real processes on free loopback ports, DCMTK as the scanner.
+
+Nothing here mocks a peer. Each test that needs the appliance gets its own data dir and ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.phantom_study import write_phantom_study
+from dicom.send import probe
+from gpu.phantom import PhantomSpec
+
+AOMAS = str(Path(sys.executable).with_name("aomas"))
+# Small phantoms keep the suite fast on two cores; the geometry is the same as the default.
+SMALL = {"b_scans": 24, "depth": 112, "a_lines": 64}
+
+
+def need(tool: str) -> str:
+    """Path of a peer program; a missing one fails the test (`make test` installs them)."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed; run `make test`, which installs it")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class Box:
+    """One appliance: its configuration, data dir and the processes running it."""
+
+    def __init__(self, root: Path, **overrides):
+        self.root = root
+        self.data_dir = root / "var"
+        self.dicom_port = free_port()
+        self.web_port = free_port()
+        settings = {
+            "appliance": {"data_dir": str(self.data_dir), "log_level": "INFO"},
+            "dicom": {"bind": "127.0.0.1", "port": self.dicom_port, "series_idle_seconds": 1.0,
+                      "min_free_disk_mb": 1},
+            "web": {"bind": "127.0.0.1", "port": self.web_port},
+            "worker": {"lease_seconds": 3.0, "reconcile_seconds": 1.0,
+                       "retry_base_seconds": 0.3},
+        }
+        for dotted, value in overrides.items():
+            section, key = dotted.split("__")
+            settings.setdefault(section, {})[key] = value
+        lines = []
+        for section, table in settings.items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+        self.config_path = root / "aomas.toml"
+        self.config_path.write_text("\n".join(lines) + "\n")
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AOMAS_CONFIG": str(self.config_path)}
+
+    def aomas(self, *args: str, check: bool = True, timeout: float = 120,
+              **kwargs) -> subprocess.CompletedProcess:
+        result = subprocess.run([AOMAS, *args], env=self.env, cwd=self.root, text=True,
+                                capture_output=True, timeout=timeout, **kwargs)
+        if check and result.returncode != 0:
+            raise AssertionError(f"aomas {' '.join(args)} failed:\n{result.stdout}\n"
+                                 f"{result.stderr}")
+        return result
+
+    def start(self, part: str = "serve") -> subprocess.Popen:
+        log = open(self.root / f"{part}.log", "a")
+        process = subprocess.Popen([AOMAS, part], env=self.env, cwd=self.root, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        self.processes[part] = process
+        if part in ("serve", "scp"):
+            self.wait_for_scp(process)
+        return process
+
+    def wait_for_scp(self, process: subprocess.Popen, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"aomas exited early:\n{self.log()}")
+            if probe("127.0.0.1", self.dicom_port) in ("accepted", "rejected"):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the SCP did not answer within {timeout} s:\n{self.log()}")
+
+    def kill(self, part: str, signum: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(part)
+        process.send_signal(signum)
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for part in list(self.processes):
+            process = self.processes[part]
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            self.processes.pop(part)
+
+    def log(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.root.glob("*.log")))
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.data_dir / "aomas.db", timeout=30)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def query(self, sql: str, params=()) -> list[sqlite3.Row]:
+        conn = self.db()
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def runs_for_series(self, series_instance_uid: str) -> list[sqlite3.Row]:
+        return self.query("SELECT r.* FROM runs r JOIN cases c USING (case_id) "
+                          "WHERE c.series_instance_uid = ? ORDER BY r.queued_at",
+                          (series_instance_uid,))
+
+    def wait_for_run(self, series_instance_uid: str, states=("SUCCEEDED", "FAILED"),
+                     timeout: float = 60, count: int = 1) -> sqlite3.Row:
+        """The newest run of the series once it reaches one of ``states``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.data_dir / "aomas.db").exists():
+                rows = self.runs_for_series(series_instance_uid)
+                if len(rows) >= count and rows[-1]["state"] in states:
+                    return rows[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no run of the series reached {states} in {timeout} s; runs: "
+                             f"{[dict(r) for r in self.runs_for_series(series_instance_uid)]}"
+                             f"\n{self.log()[-4000:]}")
+
+    def object_files(self) -> list[Path]:
+        return sorted(p for p in (self.data_dir / "objects").rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Box]:
+    b = Box(tmp_path)
+    yield b
+    b.stop_all()
+
+
+@pytest.fixture
+def make_box(tmp_path: Path):
+    boxes = []
+
+    def make(**overrides) -> Box:
+        root = tmp_path / f"box{len(boxes)}"
+        root.mkdir()
+        boxes.append(Box(root, **overrides))
+        return boxes[-1]
+
+    yield make
+    for b in boxes:
+        b.stop_all()
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory) -> dict[str, dict]:
+    """Small phantom studies shared by the tests: multi-frame, and split per B-scan."""
+    root = tmp_path_factory.mktemp("studies")
+    out = {}
+    for name, seed, split in (("multiframe", 11, False), ("split", 12, True)):
+        truth = write_phantom_study(root / name, PhantomSpec(seed=seed, **SMALL),
+                                    split_frames=split)
+        out[name] = {**truth, "dir": root / name / "dicom"}
+    return out
+
+
+def storescu(port: int, *paths: Path | str, aet: str = "STORESCU", extra=()) -> \
+        subprocess.CompletedProcess:
+    """DCMTK's storescu as the scanner; -v so the log shows each store response."""
+    if any(Path(p).is_dir() for p in paths) and "+sd" not in extra:
+        extra = ["+sd", *extra]
+    args = [need("storescu"), "-v", "-aet", aet, "-aec", "AOMAS", *extra, "127.0.0.1",
+            str(port), *map(str, paths)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)

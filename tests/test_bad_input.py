@@ -1,0 +1,119 @@
+"""Bad input gets a clear error and the SCP keeps serving."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pydicom
+
+from dicom.send import send_files
+from tests.conftest import need, storescu
+
+NEW_SERIES_ROOT = "1.2.826.0.1.3680043.10.1455.9."
+
+
+def rewrite(source: Path, target: Path, series: str, **changes) -> Path:
+    ds = pydicom.dcmread(source)
+    ds.SeriesInstanceUID = series
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{series}.{ds.InstanceNumber}"
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(target)
+    return target
+
+
+def echo_ok(port: int) -> bool:
+    result = subprocess.run([need("echoscu"), "-aec", "AOMAS", "127.0.0.1", str(port)],
+                            capture_output=True)
+    return result.returncode == 0
+
+
+def test_missing_pixel_data_fails_the_run_clearly(box, studies, tmp_path):
+    box.start()
+    source = next(studies["multiframe"]["dir"].iterdir())
+    path = rewrite(source, tmp_path / "nopixels.dcm", NEW_SERIES_ROOT + "1", PixelData=None)
+    assert storescu(box.dicom_port, path).returncode == 0
+    # A multi-frame header without pixels: completes by quiet, then fails with the reason.
+    run = box.wait_for_run(NEW_SERIES_ROOT + "1")
+    assert run["state"] == "FAILED"
+    assert run["reason"] == "instance #1 has no pixel data"
+    assert echo_ok(box.dicom_port)
+
+
+def test_garbage_pixel_bytes_fail_the_run_clearly(box, studies, tmp_path):
+    box.start()
+    source = next(studies["multiframe"]["dir"].iterdir())
+    path = rewrite(source, tmp_path / "garbage.dcm", NEW_SERIES_ROOT + "2",
+                   PixelData=b"\x5a\xa5" * 1001)
+    assert storescu(box.dicom_port, path).returncode == 0
+    run = box.wait_for_run(NEW_SERIES_ROOT + "2")
+    assert run["state"] == "FAILED"
+    assert "pixel data cannot be decoded" in run["reason"]
+    assert echo_ok(box.dicom_port)
+
+
+def test_truncated_file_fails_the_run_clearly(box, studies, tmp_path):
+    box.start()
+    source = next(studies["multiframe"]["dir"].iterdir())
+    whole = rewrite(source, tmp_path / "whole.dcm", NEW_SERIES_ROOT + "3")
+    truncated = tmp_path / "truncated.dcm"
+    data = whole.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    # DCMTK refuses to read a truncated file, so send its raw bytes with pynetdicom.
+    [result] = send_files([truncated], "127.0.0.1", box.dicom_port)
+    assert result.ok, result
+    run = box.wait_for_run(NEW_SERIES_ROOT + "3")
+    assert run["state"] == "FAILED"
+    assert "truncated or damaged" in run["reason"] or "cannot be read" in run["reason"]
+    assert echo_ok(box.dicom_port)
+
+
+def test_a_dataset_of_garbage_bytes_is_refused_and_not_stored(box, tmp_path):
+    box.start()
+    garbage = tmp_path / "garbage.dcm"
+    # A valid file meta header followed by bytes that are no dataset at all.
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.OphthalmicTomographyImageStorage
+    meta.MediaStorageSOPInstanceUID = NEW_SERIES_ROOT + "4.1"
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.save_as(garbage, enforce_file_format=True)
+    garbage.write_bytes(garbage.read_bytes() + bytes(range(256)) * 40)
+    [result] = send_files([garbage], "127.0.0.1", box.dicom_port)
+    assert result.status is not None and 0xC000 <= result.status <= 0xCFFF, result
+    assert box.object_files() == []
+    assert echo_ok(box.dicom_port)
+
+
+def test_a_file_that_is_not_dicom_is_reported_by_send(box, tmp_path):
+    box.start()
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00garbage" * 100)
+    sent = box.aomas("send", str(junk), "--to", f"127.0.0.1:{box.dicom_port}", check=False)
+    assert sent.returncode == 1
+    assert "not a DICOM file" in sent.stderr
+    assert echo_ok(box.dicom_port)
+
+
+def test_mismatched_frame_sizes_in_one_series_fail_the_run(box, studies, tmp_path):
+    box.start()
+    series = NEW_SERIES_ROOT + "5"
+    paths = []
+    for source in sorted(studies["split"]["dir"].iterdir()):
+        ds = pydicom.dcmread(source)
+        changes = {}
+        if ds.InstanceNumber == 7:  # one B-scan with half the A-lines
+            changes = {"Columns": ds.Columns // 2,
+                       "PixelData": ds.pixel_array[:, : ds.Columns // 2].tobytes()}
+        paths.append(rewrite(source, tmp_path / source.name, series, **changes))
+    assert storescu(box.dicom_port, *paths).returncode == 0
+    run = box.wait_for_run(series)
+    assert run["state"] == "FAILED"
+    assert "must have the same size" in run["reason"]
+    assert "#7" in run["reason"]
+    assert echo_ok(box.dicom_port)
