@@ -1,0 +1,43 @@
+# The two commands: `make demo` (run the appliance and push a synthetic study through it) and
+# `make test` (install everything the tests need, then run the whole suite). Both work on a
+# fresh Debian machine with Python 3.11.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The peers the tests drive: DCMTK (scanner), dicom3tools (dciodvfy), Redis (scale-out queue).
+DEBIAN_PACKAGES := dcmtk dicom3tools redis-server
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench system-packages clean
+
+$(BIN)/aomas: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/aomas
+	$(BIN)/aomas init
+	$(BIN)/aomas serve --demo
+
+system-packages:
+	@missing=""; \
+	for tool in storescu echoscu storescp dciodvfy redis-server; do \
+	  command -v $$tool >/dev/null || missing="yes"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
+lint: $(BIN)/aomas
+	$(BIN)/ruff check .
+
+test: system-packages $(BIN)/aomas lint
+	$(BIN)/pytest -q
+
+bench: system-packages $(BIN)/aomas
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var *.egg-info

@@ -1,0 +1,101 @@
+"""The whole box as an admin sees it: health over HTTP, doctor, the CLI, a Redis queue."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import free_port, need, storescu
+
+COMMANDS = ["serve", "scp", "worker", "web", "init", "phantom", "send", "demo", "runs",
+            "user", "doctor", "config"]
+
+
+def get_json(url: str, timeout: float = 20) -> tuple[int, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_healthz_and_doctor_report_each_component(box):
+    box.aomas("init", "--admin-password-file", str(write(box.root / "pw", "correct horse 12")))
+    box.start()
+    status, health = get_json(f"http://127.0.0.1:{box.web_port}/healthz")
+    assert status == 200
+    assert set(health["components"]) == {"db", "queue", "scp", "disk"}
+    assert health["ok"] is True, health
+    assert health["components"]["db"]["journal_mode"] == "wal"
+    doctor = json.loads(box.aomas("doctor", "--json").stdout)
+    assert doctor["components"]["scp"]["ok"] is True
+
+    box.stop_all()
+    stopped = box.aomas("doctor", check=False)
+    assert stopped.returncode == 1
+    assert "scp: FAIL" in stopped.stdout
+
+
+def test_init_is_safe_to_repeat_and_audited(box):
+    first = box.aomas("init")
+    assert "password (shown once)" in first.stdout
+    again = box.aomas("init")
+    assert "already exists" in again.stdout
+    users = box.query("SELECT username, role, password_hash FROM users")
+    assert [(u["username"], u["role"]) for u in users] == [("admin", "admin")]
+    assert users[0]["password_hash"].startswith("scrypt$")
+    assert box.query("SELECT count(*) FROM audit_events WHERE action = 'user.create'")[0][0] == 1
+
+
+def test_demo_against_a_running_appliance(box):
+    box.start()
+    demo = box.aomas("demo", timeout=300)
+    assert "SUCCEEDED" in demo.stdout
+    assert '"shape"' in demo.stdout
+    listed = json.loads(box.aomas("runs", "list", "--json").stdout)
+    assert [r["state"] for r in listed] == ["SUCCEEDED"]
+    shown = box.aomas("runs", "show", listed[0]["run_id"]).stdout
+    assert "input_sha256" in shown
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(box, command):
+    assert "Usage:" in box.aomas(command, "--help").stdout
+
+
+def test_runs_show_of_an_unknown_run_says_what_to_do(box):
+    result = box.aomas("runs", "show", "nope", check=False)
+    assert result.returncode == 1
+    assert "aomas runs list" in result.stderr
+
+
+def test_the_queue_can_live_in_redis(make_box, tmp_path, studies):
+    port = free_port()
+    redis = subprocess.Popen([need("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                             stdout=subprocess.DEVNULL)
+    try:
+        box = make_box(queue__backend="redis", queue__redis_url=f"redis://127.0.0.1:{port}/0")
+        box.start("scp")
+        box.start("worker")
+        study = studies["multiframe"]
+        assert storescu(box.dicom_port, study["dir"]).returncode == 0
+        run = box.wait_for_run(study["series_instance_uid"])
+        assert run["state"] == "SUCCEEDED"
+        assert "backend: redis" in box.log()
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
