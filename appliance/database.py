@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from appliance.migrations import migrate
+from appliance.migrations import migrations
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -30,7 +30,9 @@ def connect(path: Path) -> sqlite_utils.Database:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
     db = sqlite_utils.Database(conn)
-    migrate(db, write_transaction)
+    # IMMEDIATE: the SCP and the worker may start together; only one of them migrates.
+    with write_transaction(db):
+        migrations.apply(db)
     return db
 
 

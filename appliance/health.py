@@ -28,14 +28,14 @@ def _check_db(config: Config) -> dict[str, Any]:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+            migrations = conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
             states = dict(conn.execute("SELECT state, count(*) FROM runs GROUP BY state"))
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         finally:
             conn.close()
     except sqlite3.Error as error:
         return {"ok": False, "error": str(error)}
-    return {"ok": True, "schema_version": version, "journal_mode": mode, "runs": states}
+    return {"ok": True, "migrations_applied": migrations, "journal_mode": mode, "runs": states}
 
 
 def _check_queue(config: Config) -> dict[str, Any]:

@@ -1,12 +1,17 @@
-"""Schema changes as ordered migrations. Append new ones; never edit one that has shipped."""
+"""Schema changes as ordered migrations (sqlite-utils ``Migrations``).
+
+Append new ones at the end; never edit one that has shipped. They apply in the order written.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("aomas")
 
 
+@migrations(name="0001_core_tables")
 def _core_tables(db: sqlite_utils.Database) -> None:
     db["instances"].create({
         "sop_instance_uid": str, "sop_class_uid": str, "study_instance_uid": str,
@@ -46,34 +51,10 @@ def _core_tables(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["destination", "sop_instance_uid"], unique=True)
 
 
-MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
-    (1, "instances, series, cases, runs, audit events, outbox", _core_tables),
-]
-
-
-def migrate(db: sqlite_utils.Database, write_transaction) -> list[int]:
-    """Apply the migrations this database has not seen, each in its own transaction."""
-    with write_transaction(db):
-        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                   "(version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
-    applied = []
-    for version, name, apply in MIGRATIONS:
-        with write_transaction(db):
-            seen = db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", [version])
-            if seen.fetchone():
-                continue
-            apply(db)
-            db.execute("INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
-                       [version, name])
-            applied.append(version)
-    return applied
-
-
+@migrations(name="0002_accounts")
 def _accounts(db: sqlite_utils.Database) -> None:
     db["users"].create({
         "username": str, "password_hash": str, "role": str, "created_at": float,
         "disabled": int,
     }, pk="username", not_null={"password_hash", "role"}, defaults={"disabled": 0})
 
-
-MIGRATIONS.append((2, "local accounts with roles", _accounts))
