@@ -9,7 +9,6 @@ only speaks DICOM.
 from __future__ import annotations
 
 import logging
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from dicom.sop_classes import (
     ACCEPTED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
 )
+from dicom.tcp import set_tcp_nodelay
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class StorageSCP:
         handlers = [
             (evt.EVT_C_ECHO, lambda event: status.SUCCESS),
             (evt.EVT_C_STORE, self._handle_store),
-            (evt.EVT_CONN_OPEN, _set_tcp_nodelay),
+            (evt.EVT_CONN_OPEN, set_tcp_nodelay),
             (evt.EVT_REJECTED, _log_rejection),
         ]
         self.server = self.ae.start_server((self.bind, self.port), block=False,
@@ -167,13 +167,6 @@ class StorageSCP:
                         received.sop_class_uid, sop_class_uid, peer)
             return status.CANNOT_UNDERSTAND
         return self.on_instance(received)
-
-
-def _set_tcp_nodelay(event: evt.Event) -> None:
-    # C-STORE responses are small; without TCP_NODELAY each waits for Nagle's timer.
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _log_rejection(event: evt.Event) -> None:

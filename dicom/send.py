@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import build_context
+
+from dicom.tcp import set_tcp_nodelay
 
 # Stream each file from disk instead of decoding it into memory first.
 _config.STORE_SEND_CHUNKED_DATASET = True
@@ -64,7 +65,7 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
     assoc = ae.associate(host, port, ae_title=called_ae, max_pdu=max_pdu_bytes,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, _set_tcp_nodelay)])
+                         evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)])
     if not assoc.is_established:
         reason = "association rejected" if assoc.is_rejected else "no association"
         return results + [SendResult(p, None, f"{reason} by {host}:{port}")
@@ -104,9 +105,3 @@ def probe(host: str, port: int, *, called_ae: str = "AOMAS",
         return "accepted" if response.get("Status") == 0 else "unreachable"
     finally:
         assoc.release()
-
-
-def _set_tcp_nodelay(event: evt.Event) -> None:
-    sock = event.assoc.dul.socket.socket
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -46,6 +46,10 @@ def read_volume(paths: list[Path]) -> Volume:
                 f"instance {part['label']} has frames of {part['frame_shape']} (rows, columns) "
                 f"but instance {first['label']} has {first['frame_shape']}: every B-scan of a "
                 "volume must have the same size; resend the series from the scanner")
+        if part["frame_of_reference_uid"] != first["frame_of_reference_uid"]:
+            raise VolumeError(
+                f"instance {part['label']} has a different frame of reference from instance "
+                f"{first['label']}: the series mixes acquisitions")
         if not np.allclose(part["spacing"], first["spacing"], rtol=1e-3):
             raise VolumeError(
                 f"instance {part['label']} has pixel spacing {part['spacing']} mm but instance "

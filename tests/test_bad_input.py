@@ -117,3 +117,17 @@ def test_mismatched_frame_sizes_in_one_series_fail_the_run(box, studies, tmp_pat
     assert "must have the same size" in run["reason"]
     assert "#7" in run["reason"]
     assert echo_ok(box.dicom_port)
+
+
+def test_mixed_frames_of_reference_in_one_series_fail_the_run(box, studies, tmp_path):
+    box.start()
+    series = NEW_SERIES_ROOT + "6"
+    paths = []
+    for source in sorted(studies["split"]["dir"].iterdir()):
+        ds = pydicom.dcmread(source, stop_before_pixels=True)
+        changes = {"FrameOfReferenceUID": series + ".99"} if ds.InstanceNumber == 3 else {}
+        paths.append(rewrite(source, tmp_path / source.name, series, **changes))
+    assert storescu(box.dicom_port, *paths).returncode == 0
+    run = box.wait_for_run(series)
+    assert run["state"] == "FAILED"
+    assert "different frame of reference" in run["reason"] and "#3" in run["reason"]
