@@ -47,6 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dicom", "max_pdu_bytes", 4_194_304, "Maximum PDU size we advertise to senders."),
     Setting("dicom", "min_free_disk_mb", 1024,
             "Refuse C-STORE with 0xA700 when the data dir's disk has less free space than this."),
+    Setting("dicom", "spool_stale_seconds", 300.0,
+            "Spool files untouched this long belong to transfers that died; they are deleted."),
     Setting("web", "bind", "127.0.0.1", "Address the review page and JSON API listen on."),
     Setting("web", "port", 8080, "TCP port of the review page and JSON API."),
     Setting("queue", "backend", "sqlite",

@@ -41,7 +41,7 @@ class Ingest:
         """Make a received instance durable and account for it; return the C-STORE status."""
         try:
             self.store.check_free_space()
-            sha256, size = self.store.adopt(received.path)
+            sha256, size, new = self.store.adopt(received.path)
         except StorageFull as error:
             log.error("refused an instance from %s: %s", received.calling_ae, error)
             return status.OUT_OF_RESOURCES
@@ -55,6 +55,8 @@ class Ingest:
                 queued = self._record(db, received, sha256, size)
         except sqlite3.Error as error:
             log.error("could not record a received instance: %s", error)
+            if new:  # the sender is told it failed and will resend: keep no orphan
+                self.store.discard(sha256)
             return status.OUT_OF_RESOURCES
         for run_id in queued:
             self.on_run_queued(run_id)

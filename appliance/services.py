@@ -8,6 +8,8 @@ this module, never the other way round). Each part gets its dependencies passed 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
@@ -43,7 +45,22 @@ def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore
         max_pdu_bytes=config.dicom.max_pdu_bytes, spool_dir=store.spool,
         on_instance=ingest.store_instance)
     scp.start()
+    threading.Thread(target=_sweep_stale_spool, args=(store, config.dicom.spool_stale_seconds),
+                     name="spool-janitor", daemon=True).start()
     return scp
+
+
+def _sweep_stale_spool(store: ObjectStore, stale_seconds: float) -> None:
+    # pynetdicom leaves the file of a transfer that died mid-way (peer gone, disk full).
+    while True:
+        time.sleep(min(max(stale_seconds / 4, 0.5), 60))
+        try:
+            removed = store.sweep_spool(older_than_seconds=stale_seconds)
+        except OSError as error:
+            log.error("spool sweep failed: %s", error)
+            continue
+        if removed:
+            log.warning("removed %d spool file(s) of transfers that died", removed)
 
 
 def start_worker(config: Config, databases: ThreadLocalDatabase,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,26 +68,30 @@ class ObjectStore:
                 f"{self.min_free_bytes // 2**20} MiB: free disk space or lower "
                 "dicom.min_free_disk_mb")
 
-    def adopt(self, spooled: Path) -> tuple[str, int]:
-        """Make a fully written spool file durable in the store; return (sha256, size).
+    def adopt(self, spooled: Path) -> tuple[str, int, bool]:
+        """Make a fully written spool file durable in the store; return (sha256, size, new).
 
         The file is fsynced, renamed into place and its directory fsynced, so that once this
         returns the bytes survive a crash or power loss. Identical content already stored is
-        kept as it is.
+        kept as it is (``new`` is False).
         """
         synced = _syncer.submit(_fsync_file, spooled)
         sha256, size = sha256_of(spooled)
         synced.result()
         target = self.path_for(sha256)
         if target.exists():
-            return sha256, size
+            return sha256, size, False
         new_dir = not target.parent.exists()
         target.parent.mkdir(exist_ok=True)
         os.replace(spooled, target)
         fsync_directory(target.parent)
         if new_dir:
             fsync_directory(self.root)
-        return sha256, size
+        return sha256, size, True
+
+    def discard(self, sha256: str) -> None:
+        """Remove an object nothing refers to (its row could not be committed)."""
+        self.path_for(sha256).unlink(missing_ok=True)
 
     def put_bytes(self, data: bytes) -> str:
         """Store bytes the appliance produced itself (artifacts); return their SHA-256."""
@@ -94,15 +99,26 @@ class ObjectStore:
         spooled = self.spool / f"artifact-{os.getpid()}-{hashlib.sha256(data).hexdigest()}.tmp"
         with open(spooled, "wb") as f:
             f.write(data)
-        sha256, _ = self.adopt(spooled)
+        sha256, _, _ = self.adopt(spooled)
         spooled.unlink(missing_ok=True)
         return sha256
 
-    def sweep_spool(self) -> int:
-        """Delete files left in the spool by a crash; none of them was acknowledged."""
+    def sweep_spool(self, older_than_seconds: float = 0.0) -> int:
+        """Delete spool files untouched for this long; none of them was acknowledged.
+
+        At SCP start everything goes (a crash left it). While running, only stale files: a
+        live transfer writes its file with every PDU.
+        """
+        cutoff = time.time() - older_than_seconds
         removed = 0
         for leftover in self.spool.iterdir():
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-                removed += 1
+            try:
+                if leftover.is_file() and leftover.stat().st_mtime <= cutoff:
+                    # Truncate first: a dead association may still hold the file open, and
+                    # an unlinked but open file keeps its blocks (a full disk stays full).
+                    os.truncate(leftover, 0)
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # adopted or removed by its own association meanwhile
         return removed
