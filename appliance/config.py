@@ -64,6 +64,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker", "retry_base_seconds", 2.0,
             "First retry delay; doubles each retry, with random jitter."),
     Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
+    Setting("pipeline", "gpu", "auto",
+            "Preprocess with CuPy on an NVIDIA GPU: 'auto' (when one is usable) or 'off'."),
 )
 
 DESTINATION_KEYS: dict[str, str] = {

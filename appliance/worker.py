@@ -49,7 +49,8 @@ class Worker:
         heartbeat = _Heartbeat(self.databases, run_id, self.identity, lease)
         heartbeat.start()
         try:
-            result = run_pipeline(run, self._instance_paths(run))
+            result = run_pipeline(run, self._instance_paths(run), self.store,
+                                  use_gpu=self.config.pipeline.gpu != "off")
         except InvalidInput as error:
             runs.fail(db, run_id, str(error))
             log.warning("run %s: FAILED: %s", run_id, error)

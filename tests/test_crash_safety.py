@@ -8,11 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 from pydicom.filereader import read_file_meta_info
 
 from appliance.phantom_study import write_phantom_study
-from dicom.opt import OptStudy, uid_from, write_opt
 from gpu.phantom import PhantomSpec
 from tests.conftest import need
 
@@ -68,18 +66,16 @@ def test_sigkill_during_a_send_loses_no_acknowledged_instance(box, tmp_path):
 
 
 def test_sigkill_of_the_worker_mid_run_then_the_run_completes(box, tmp_path):
-    # Big enough (~100 MB) that loading it keeps the run RUNNING long enough to kill the worker.
-    voxels = np.random.default_rng(0).integers(0, 4000, (200, 512, 512), dtype=np.uint16)
-    series = uid_from("crash-test-series")
-    study = OptStudy(patient_name="CRASH^TEST", patient_id="CRASH-1",
-                     study_instance_uid=uid_from("crash-test-study"), series_instance_uid=series,
-                     frame_of_reference_uid=uid_from("crash-test-for"))
-    [path] = write_opt(voxels, (0.001, 0.001, 0.001), study, tmp_path / "big")
+    # Big enough that preprocessing keeps the run RUNNING for seconds: time to kill the worker.
+    truth = write_phantom_study(tmp_path / "big", PhantomSpec(seed=21, b_scans=128, depth=256,
+                                                              a_lines=256))
+    series = truth["series_instance_uid"]
     box.start("scp")
     box.start("worker")
-    sent = box.aomas("send", str(path), "--to", f"127.0.0.1:{box.dicom_port}")
+    sent = box.aomas("send", str(tmp_path / "big" / "dicom"), "--to",
+                     f"127.0.0.1:{box.dicom_port}")
     assert "sent 1 of 1" in sent.stdout
-    run = box.wait_for_run(series, states=("RUNNING",), timeout=60)
+    box.wait_for_run(series, states=("RUNNING",), timeout=60)
     box.kill("worker")
     assert box.runs_for_series(series)[-1]["state"] == "RUNNING"
 
@@ -87,4 +83,4 @@ def test_sigkill_of_the_worker_mid_run_then_the_run_completes(box, tmp_path):
     run = box.wait_for_run(series, timeout=120)
     assert run["state"] == "SUCCEEDED", run["reason"]
     assert run["attempts"] == 2
-    assert json.loads(run["result"])["volume"]["shape"] == [200, 512, 512]
+    assert json.loads(run["result"])["volume"]["shape"] == [128, 256, 256]

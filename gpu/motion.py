@@ -1,0 +1,109 @@
+"""Per-B-scan eye motion: estimation by sub-pixel phase correlation, and correction.
+
+Each B-scan b is taken to be displaced as a whole by ``s_b`` (pixels) along one axis. Pairs of
+nearby B-scans (b, b+k), k = 1..max_lag, give relative shifts ``s_{b+k} - s_b`` by phase
+correlation of 1-D profiles; a robust least-squares fit over all pairs (Huber weights) turns
+them into absolute shifts, so one bad pair cannot drag its neighbours. Absolute position is
+unobservable: the shifts are returned with zero mean.
+
+Which profiles: along depth, the mean axial profile of each B-scan (layers are smooth, speckle
+averages out); across A-lines, the en-face rows at the cone bands (cones are what moves
+laterally, and the same cones appear in neighbouring B-scans).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+WHITENING = 0.6      # 1 = pure phase correlation; less keeps the peak robust to speckle
+HUBER_PX = 0.5       # residuals beyond this are down-weighted
+
+
+def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int):
+    """Shift of B-scan b+lag relative to b, for every b, and each peak's strength.
+
+    ``profile_sets`` is a list of (n_b_scans, length) arrays that share one shift per B-scan
+    (several cone-band rows, say); their cross-power spectra are pooled before the peak is
+    found. A positive shift means b+lag's content lies further along the axis.
+    """
+    length = profile_sets[0].shape[1]
+    size = 2 * length  # zero-padded: no wrap-around between the two ends
+    pooled = 0
+    for profiles in profile_sets:
+        a = profiles[:-lag] - profiles[:-lag].mean(axis=1, keepdims=True)
+        b = profiles[lag:] - profiles[lag:].mean(axis=1, keepdims=True)
+        pooled = pooled + xp.conj(xp.fft.rfft(a, size)) * xp.fft.rfft(b, size)
+    pooled = pooled / (xp.abs(pooled) ** WHITENING + 1e-12)
+    corr = xp.fft.irfft(pooled, size)
+    # Lags -max_shift..max_shift, in order.
+    window = xp.concatenate([corr[:, size - max_shift:], corr[:, : max_shift + 1]], axis=1)
+    peak = xp.clip(xp.argmax(window, axis=1), 1, window.shape[1] - 2)
+    rows = xp.arange(window.shape[0])
+    left, centre, right = window[rows, peak - 1], window[rows, peak], window[rows, peak + 1]
+    curvature = left - 2 * centre + right
+    safe = xp.where(curvature < 0, curvature, -1.0)
+    offset = xp.where(curvature < 0, 0.5 * (left - right) / safe, 0.0)  # parabola's vertex
+    shift = peak - max_shift + xp.clip(offset, -0.5, 0.5)
+    strength = centre / (xp.abs(window).mean(axis=1) + 1e-12)
+    return shift, strength
+
+
+def estimate_shifts(profile_sets, xp: ModuleType, *, max_lag: int = 1,
+                    max_shift: int = 16) -> np.ndarray:
+    """Absolute per-B-scan shifts (pixels, zero mean) from pooled profile sets.
+
+    Use ``max_lag`` > 1 only where structure persists over several B-scans (the layers, for
+    axial motion); cones decorrelate within ~2 µm, so lateral uses neighbour pairs alone.
+    """
+    n = profile_sets[0].shape[0]
+    equations = []  # (b, b + lag, measured shift, weight)
+    for lag in range(1, min(max_lag, n - 1) + 1):
+        shift, strength = relative_shifts(profile_sets, xp, lag, max_shift)
+        shift, strength = _cpu(shift), _cpu(strength)
+        for b in range(n - lag):
+            equations.append((b, b + lag, shift[b], strength[b] / lag))
+    return _solve(n, equations)
+
+
+def _solve(n: int, equations: list[tuple[int, int, float, float]]) -> np.ndarray:
+    first = np.array([e[0] for e in equations])
+    second = np.array([e[1] for e in equations])
+    measured = np.array([e[2] for e in equations])
+    weight = np.clip(np.array([e[3] for e in equations]), 1e-6, None)
+    design = np.zeros((len(equations) + 1, n))
+    design[np.arange(len(equations)), second] = 1.0
+    design[np.arange(len(equations)), first] = -1.0
+    design[-1, :] = 1.0  # gauge: zero mean
+    target = np.append(measured, 0.0)
+    robust = np.ones(len(equations))
+    for _ in range(5):
+        w = np.sqrt(np.append(weight * robust, weight.sum()))
+        solution, *_ = np.linalg.lstsq(design * w[:, None], target * w, rcond=None)
+        residual = np.abs(design[:-1] @ solution - measured)
+        robust = np.where(residual <= HUBER_PX, 1.0, HUBER_PX / np.maximum(residual, 1e-12))
+    return solution - solution.mean()
+
+
+def shift_b_scans(volume, shifts_px, axis: int, xp: ModuleType, ndimage: ModuleType):
+    """Move each B-scan's content back by its shift along ``axis`` (1 = depth, 2 = A-lines).
+
+    Linear interpolation: it neither rings nor invents detail; samples from outside the B-scan
+    take the nearest edge value.
+    """
+    b_scans, depth, a_lines = volume.shape
+    shifts = xp.asarray(shifts_px, dtype=xp.float32)
+    z = xp.arange(depth, dtype=xp.float32)[None, :, None]
+    x = xp.arange(a_lines, dtype=xp.float32)[None, None, :]
+    b = xp.arange(b_scans, dtype=xp.float32)[:, None, None]
+    if axis == 1:
+        z = z + shifts[:, None, None]
+    else:
+        x = x + shifts[:, None, None]
+    coords = xp.stack(xp.broadcast_arrays(b, z, x))
+    return ndimage.map_coordinates(volume, coords, order=1, mode="nearest")
+
+
+def _cpu(array) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)
