@@ -90,19 +90,13 @@ def shift_b_scans(volume, shifts_px, axis: int, xp: ModuleType, ndimage: ModuleT
     """Move each B-scan's content back by its shift along ``axis`` (1 = depth, 2 = A-lines).
 
     Linear interpolation: it neither rings nor invents detail; samples from outside the B-scan
-    take the nearest edge value.
+    take the nearest edge value. One B-scan at a time keeps the extra memory to one B-scan.
     """
-    b_scans, depth, a_lines = volume.shape
-    shifts = xp.asarray(shifts_px, dtype=xp.float32)
-    z = xp.arange(depth, dtype=xp.float32)[None, :, None]
-    x = xp.arange(a_lines, dtype=xp.float32)[None, None, :]
-    b = xp.arange(b_scans, dtype=xp.float32)[:, None, None]
-    if axis == 1:
-        z = z + shifts[:, None, None]
-    else:
-        x = x + shifts[:, None, None]
-    coords = xp.stack(xp.broadcast_arrays(b, z, x))
-    return ndimage.map_coordinates(volume, coords, order=1, mode="nearest")
+    shifted = xp.empty_like(volume)
+    for b, shift in enumerate(_cpu(shifts_px).tolist()):
+        offset = (-shift, 0.0) if axis == 1 else (0.0, -shift)
+        ndimage.shift(volume[b], offset, output=shifted[b], order=1, mode="nearest")
+    return shifted
 
 
 def _cpu(array) -> np.ndarray:

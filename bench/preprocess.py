@@ -1,0 +1,105 @@
+"""Preprocessing benchmark: stage timings and peak memory on the CPU for three volume sizes,
+and CuPy against NumPy stage by stage on the same volume when a GPU is usable.
+
+Usage: python bench/preprocess.py [--sizes 64x160x160,96x200x200] [--gpu-size 512x512x512]
+Each CPU size runs in its own process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpu.phantom import PhantomSpec, make_phantom  # noqa: E402
+from gpu.preprocess import preprocess  # noqa: E402
+from gpu.xp import cupy_or_none  # noqa: E402
+
+SPACING = (0.001, 0.001, 0.001)
+
+
+def parse(size: str) -> tuple[int, int, int]:
+    b, z, x = (int(n) for n in size.split("x"))
+    return b, z, x
+
+
+def one_cpu_size(size: str) -> dict:
+    """Child process: make the phantom, then time preprocessing and report peak RSS."""
+    b, z, x = parse(size)
+    voxels = make_phantom(PhantomSpec(seed=1, b_scans=b, depth=z, a_lines=x)).voxels
+    # ru_maxrss already holds the phantom's own peak; preprocessing is measured above the RSS
+    # it starts from (an approximation when the phantom's peak was higher).
+    baseline = _current_rss_kb()
+    start = time.perf_counter()
+    result = preprocess(voxels, SPACING, np)
+    total = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"size": size, "volume_mb": voxels.nbytes / 1e6, "seconds": total,
+            "stages": result.seconds, "peak_above_start_mb": max(peak - baseline, 0) / 1e3}
+
+
+def _current_rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def gpu_versus_cpu(size: str) -> None:
+    cupy = cupy_or_none()
+    b, z, x = parse(size)
+    voxels = make_phantom(PhantomSpec(seed=2, b_scans=b, depth=z, a_lines=x)).voxels
+    preprocess(voxels[: min(b, 32)], SPACING, cupy)  # warm-up: CUDA context, FFT plans
+    cpu = preprocess(voxels, SPACING, np)
+    gpu = preprocess(voxels, SPACING, cupy)
+    print(f"\nCuPy vs NumPy on {size} ({voxels.nbytes / 1e6:.0f} MB), seconds per stage:")
+    print(f"{'stage':<20}{'numpy':>10}{'cupy':>10}{'speed-up':>10}")
+    for stage, seconds in cpu.seconds.items():
+        print(f"{stage:<20}{seconds:>10.3f}{gpu.seconds[stage]:>10.3f}"
+              f"{seconds / max(gpu.seconds[stage], 1e-9):>10.1f}")
+    total_cpu, total_gpu = sum(cpu.seconds.values()), sum(gpu.seconds.values())
+    print(f"{'whole':<20}{total_cpu:>10.3f}{total_gpu:>10.3f}{total_cpu / total_gpu:>10.1f}")
+    shift_difference = np.abs(cpu.shifts_px - gpu.shifts_px).max()
+    surface_difference = np.mean([np.abs(cpu.surfaces_px[k] - gpu.surfaces_px[k]).mean()
+                                  for k in cpu.surfaces_px])
+    print(f"agreement: max |shift| difference {shift_difference:.4f} px; "
+          f"mean |surface| difference {surface_difference:.4f} px")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="64x160x160,96x200x200,128x256x256")
+    parser.add_argument("--gpu-size", default="128x256x256")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(one_cpu_size(args.child)))
+        return
+    print("CPU preprocessing (NumPy), one process per size:")
+    print(f"{'size':<16}{'MB':>8}{'seconds':>9}{'s per MB':>10}{'peak MB':>9}{'x volume':>9}"
+          "  stages")
+    for size in args.sizes.split(","):
+        out = subprocess.run([sys.executable, __file__, "--child", size], capture_output=True,
+                             text=True, check=True).stdout
+        r = json.loads(out)
+        stages = " ".join(f"{k}={v:.2f}" for k, v in r["stages"].items())
+        print(f"{size:<16}{r['volume_mb']:>8.1f}{r['seconds']:>9.2f}"
+              f"{r['seconds'] / r['volume_mb']:>10.3f}{r['peak_above_start_mb']:>9.0f}"
+              f"{r['peak_above_start_mb'] / r['volume_mb']:>9.1f}  {stages}")
+    if cupy_or_none() is None:
+        print("\nno usable NVIDIA GPU: CuPy comparison skipped (the CPU path ran)")
+    else:
+        gpu_versus_cpu(args.gpu_size)
+
+
+if __name__ == "__main__":
+    main()
