@@ -2,7 +2,8 @@
 and CuPy against NumPy stage by stage on the same volume when a GPU is usable.
 
 Usage: python bench/preprocess.py [--sizes 64x160x160,96x200x200] [--gpu-size 512x512x512]
-Each CPU size runs in its own process so its peak RSS is its own.
+Each CPU size runs in its own process, which only loads the volume and preprocesses it, so its
+peak RSS is preprocessing's own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,19 +33,16 @@ def parse(size: str) -> tuple[int, int, int]:
     return b, z, x
 
 
-def one_cpu_size(size: str) -> dict:
-    """Child process: make the phantom, then time preprocessing and report peak RSS."""
-    b, z, x = parse(size)
-    voxels = make_phantom(PhantomSpec(seed=1, b_scans=b, depth=z, a_lines=x)).voxels
-    # ru_maxrss already holds the phantom's own peak; preprocessing is measured above the RSS
-    # it starts from (an approximation when the phantom's peak was higher).
+def one_cpu_size(path: str) -> dict:
+    """Child process: load a volume, preprocess it, report time and peak RSS above the start."""
+    voxels = np.load(path)
     baseline = _current_rss_kb()
     start = time.perf_counter()
     result = preprocess(voxels, SPACING, np)
     total = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"size": size, "volume_mb": voxels.nbytes / 1e6, "seconds": total,
-            "stages": result.seconds, "peak_above_start_mb": max(peak - baseline, 0) / 1e3}
+    return {"volume_mb": voxels.nbytes / 1e6, "seconds": total, "stages": result.seconds,
+            "peak_above_start_mb": max(peak - baseline, 0) / 1e3}
 
 
 def _current_rss_kb() -> int:
@@ -88,8 +87,12 @@ def main() -> None:
     print(f"{'size':<16}{'MB':>8}{'seconds':>9}{'s per MB':>10}{'peak MB':>9}{'x volume':>9}"
           "  stages")
     for size in args.sizes.split(","):
-        out = subprocess.run([sys.executable, __file__, "--child", size], capture_output=True,
-                             text=True, check=True).stdout
+        b, z, x = parse(size)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "volume.npy")
+            np.save(path, make_phantom(PhantomSpec(seed=1, b_scans=b, depth=z, a_lines=x)).voxels)
+            out = subprocess.run([sys.executable, __file__, "--child", path],
+                                 capture_output=True, text=True, check=True).stdout
         r = json.loads(out)
         stages = " ".join(f"{k}={v:.2f}" for k, v in r["stages"].items())
         print(f"{size:<16}{r['volume_mb']:>8.1f}{r['seconds']:>9.2f}"
