@@ -11,15 +11,10 @@ import pytest
 
 from gpu.phantom import PhantomSpec, make_phantom
 from gpu.preprocess import preprocess
-from gpu.xp import array_module, cupy_or_none
+from gpu.xp import cupy_or_none
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(cupy_or_none() is None, reason="no usable NVIDIA GPU (CuPy)")]
-
-
-def test_the_cpu_path_is_chosen_when_the_gpu_is_turned_off(monkeypatch):
-    monkeypatch.setenv("AOMAS_GPU", "off")
-    assert array_module() is np
 
 
 @pytest.mark.parametrize("seed", [4, 5])

@@ -131,3 +131,14 @@ def test_unusable_volumes_fail_with_a_reason(box, tmp_path, kind, reason):
     run = box.wait_for_run(series, timeout=60)
     assert run["state"] == "FAILED"
     assert reason in run["reason"]
+
+
+def test_the_gpu_path_imports_without_cuda_and_falls_back(monkeypatch):
+    import gpu.xp
+
+    monkeypatch.setenv("AOMAS_GPU", "off")
+    assert gpu.xp.array_module() is np
+    monkeypatch.setenv("AOMAS_GPU", "auto")
+    expected = gpu.xp.cupy_or_none() or np  # NumPy on a machine without a usable GPU
+    assert gpu.xp.array_module() is expected
+    assert gpu.xp.ndimage_for(np) is ndimage
