@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
+from gpu.subpixel import parabola_offset
+
 SURFACES = ("ELM", "ISOS", "COST", "RPE", "BM")
 # (surface found before, µm from it to the window's near end, to its far end); negative = above.
 SEARCH_UM = {"COST": ("RPE", -15.0, -3.0), "ISOS": ("COST", -38.0, -15.0),
@@ -97,11 +99,7 @@ def _peak_in_window(values, z, lo, hi, xp: ModuleType):
     index = xp.argmax(masked, axis=1)                       # (b_scans, a_lines)
     index = xp.clip(index, 1, values.shape[1] - 2)
     take = lambda offset: xp.take_along_axis(values, (index + offset)[:, None, :], 1)[:, 0]  # noqa: E731
-    left, centre, right = take(-1), take(0), take(1)
-    curvature = left - 2 * centre + right
-    safe = xp.where(curvature < 0, curvature, -1.0)
-    offset = xp.where(curvature < 0, 0.5 * (left - right) / safe, 0.0)
-    return index + xp.clip(offset, -0.5, 0.5)
+    return index + parabola_offset(take(-1), take(0), take(1), xp)
 
 
 def _step_response(smooth, half: int, xp: ModuleType):

@@ -17,6 +17,8 @@ from types import ModuleType
 
 import numpy as np
 
+from gpu.subpixel import parabola_offset
+
 WHITENING = 0.6      # 1 = pure phase correlation; less keeps the peak robust to speckle
 HUBER_PX = 0.5       # residuals beyond this are down-weighted
 
@@ -42,10 +44,7 @@ def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int):
     peak = xp.clip(xp.argmax(window, axis=1), 1, window.shape[1] - 2)
     rows = xp.arange(window.shape[0])
     left, centre, right = window[rows, peak - 1], window[rows, peak], window[rows, peak + 1]
-    curvature = left - 2 * centre + right
-    safe = xp.where(curvature < 0, curvature, -1.0)
-    offset = xp.where(curvature < 0, 0.5 * (left - right) / safe, 0.0)  # parabola's vertex
-    shift = peak - max_shift + xp.clip(offset, -0.5, 0.5)
+    shift = peak - max_shift + parabola_offset(left, centre, right, xp)
     strength = centre / (xp.abs(window).mean(axis=1) + 1e-12)
     return shift, strength
 
