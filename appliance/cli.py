@@ -20,6 +20,7 @@ import click
 from appliance import accounts, health, runs
 from appliance.config import Config, load_config, reference_markdown
 from appliance.exceptions import AomasError
+from appliance.models import BOOTSTRAP_DIR, model_record
 from appliance.phantom_study import write_phantom_study
 from appliance.services import open_data_dir, start_scp, start_worker
 from dicom.send import dicom_files, send_files
@@ -281,6 +282,40 @@ def run_demo(config: Config, *, seed: int, timeout: float) -> dict:
         time.sleep(0.2)
     raise AomasError(f"no finished run after {timeout:.0f} s; is `aomas worker` running? "
                      "See `aomas doctor`")
+
+
+@cli.command(name="train")
+@click.option("--out", "out_dir", default=str(BOOTSTRAP_DIR), show_default=True,
+              type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--iterations", default=400, show_default=True)
+@click.option("--train-seeds", default="100-123", show_default=True)
+@click.option("--held-out-seeds", default="1-6", show_default=True)
+@with_config
+def train_command(config: Config, out_dir: str, iterations: int, train_seeds: str,
+                  held_out_seeds: str) -> None:
+    """Train the bootstrap cone model on phantoms; write weights and a model card."""
+    from appliance.evaluation import parse_seeds, table, train_bootstrap
+
+    record, rows = train_bootstrap(Path(out_dir), iterations=iterations,
+                                   train_seeds=parse_seeds(train_seeds),
+                                   held_out_seeds=parse_seeds(held_out_seeds), log=click.echo)
+    click.echo(table(rows))
+    click.echo(f"wrote {record.model_id} to {record.directory} "
+               f"(weights sha256 {record.weights_sha256[:16]}…)")
+
+
+@cli.command(name="evaluate")
+@click.option("--seeds", default="1-6", show_default=True, help="Phantom seeds, e.g. 1-10.")
+@click.option("--model", "model_dir", default="",
+              help="Model directory (default: pipeline.model_dir, else the bootstrap).")
+@with_config
+def evaluate_command(config: Config, seeds: str, model_dir: str) -> None:
+    """Run fresh phantoms through the pipeline's steps; print a table against ground truth."""
+    from appliance.evaluation import evaluate, parse_seeds, table
+
+    record = model_record(model_dir or config.pipeline.model_dir)
+    click.echo(f"model {record.model_id} (weights sha256 {record.weights_sha256[:16]}…)")
+    click.echo(table(evaluate(record, parse_seeds(seeds))))
 
 
 @cli.command()

@@ -64,6 +64,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker", "retry_base_seconds", 2.0,
             "First retry delay; doubles each retry, with random jitter."),
     Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
+    Setting("pipeline", "model_dir", "",
+            "Cone model directory (weights.pt + model_card.json); empty = bundled bootstrap."),
+    Setting("pipeline", "uncertainty_samples", 6,
+            "Monte Carlo dropout passes for per-pixel cone uncertainty (1 = none)."),
     Setting("pipeline", "gpu", "auto",
             "Preprocess with CuPy on an NVIDIA GPU: 'auto' (when one is usable) or 'off'."),
 )

@@ -30,10 +30,12 @@ RECEIVING, COMPLETE = "receiving", "complete"
 
 class Ingest:
     def __init__(self, databases: ThreadLocalDatabase, store: ObjectStore, *, seed: int,
-                 series_idle_seconds: float, on_run_queued: Callable[[str], None]):
+                 model: dict, series_idle_seconds: float,
+                 on_run_queued: Callable[[str], None]):
         self.databases = databases
         self.store = store
         self.seed = seed
+        self.model = model
         self.series_idle_seconds = series_idle_seconds
         self.on_run_queued = on_run_queued
 
@@ -130,7 +132,7 @@ class Ingest:
         case_id = db.execute("SELECT case_id FROM cases WHERE series_instance_uid = ?",
                              [series_instance_uid]).fetchone()[0]
         db["series"].update(series_instance_uid, {"state": COMPLETE, "completed_at": now})
-        run_id, created = runs.submit(db, case_id, seed=self.seed)
+        run_id, created = runs.submit(db, case_id, seed=self.seed, model=self.model)
         log.info("case %d complete; run %s %s", case_id, run_id,
                  "queued" if created else "already exists")
         return run_id

@@ -1,8 +1,9 @@
 """The pipeline: one plain function that reads as the data flow of a run.
 
-load + validate the volume → preprocess (motion correction, surfaces, en-face) → layer
-measurements → QC snapshot and arrays stored as artifacts. Cone segmentation with the MONAI
-models, cone measurements and the DICOM outputs plug in where marked (issues 3 and 4).
+load + validate the volume → preprocess (motion correction, surfaces, en-face) → cones (the
+model's probability map, Monte Carlo dropout uncertainty, one centroid per cone) →
+measurements (mosaic, layers) → QC snapshot and arrays stored as artifacts. The DICOM outputs
+plug in where marked (issue 4).
 """
 
 from __future__ import annotations
@@ -15,26 +16,36 @@ from typing import Any
 import numpy as np
 
 from appliance.exceptions import InvalidInput, TransientError
+from appliance.models import ModelRecord, load_network
 from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
+from gpu.cone_model import centroids, network_input, tile_uncertainty
 from gpu.layers import NoPhotoreceptorLayer
+from gpu.predictor import TorchPredictor
 from gpu.preprocess import preprocess
+from gpu.quantify import mosaic_metrics, regional_metrics
 from gpu.xp import array_module
 
 log = logging.getLogger(__name__)
 
+TILE_PX = 32               # en-face tiles ranked by uncertainty for the review queue
+REGION_GRID = (2, 2)       # columns x rows of regional cone measurements
 # Below this the motion and layer estimates have too little to work with.
 MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 
 
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
-                 *, use_gpu: bool = True) -> dict[str, Any]:
+                 model: ModelRecord, *, use_gpu: bool = True,
+                 uncertainty_samples: int = 6) -> dict[str, Any]:
     """Process one run's stored instances; return the result recorded with the run.
 
     Raises ``InvalidInput`` for data that will never process (the run fails at once) and
     ``TransientError`` for failures worth retrying.
     """
+    if run["manifest"]["model"] != model.manifest_entry():
+        raise InvalidInput(f"the run names model {run['manifest']['model']} but this worker "
+                           f"has {model.manifest_entry()}; resubmit the case")
     try:
         volume = read_volume(instance_paths)
     except VolumeError as error:
@@ -51,20 +62,30 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     log.info("run %s: preprocessed %s on %s in %.1f s", run["run_id"], volume.voxels.shape,
              xp.__name__, sum(prepared.seconds.values()))
 
-    axial_um, lateral_um = volume.spacing_mm[1] * 1000, volume.spacing_mm[2] * 1000
-    # Next (issue 3): cone segmentation + uncertainty on prepared.enface, cone measurements.
+    pitch_um, axial_um, lateral_um = (s * 1000 for s in volume.spacing_mm)
+    predictor = TorchPredictor(load_network(model), device="cuda" if xp is not np else "cpu")
+    probability, uncertainty = predictor.predict_with_uncertainty(
+        network_input(prepared.enface), samples=max(uncertainty_samples, 1))
+    cones_px = centroids(probability)
+    cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
+    field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
+    tiles = tile_uncertainty(uncertainty, TILE_PX)
     # Next (issue 4): derived OPT, layer SEG, en-face + cone SEG, SR → outbox.
     return {
         "volume": volume.describe(),
         "device": "gpu" if xp is not np else "cpu",
         "motion": motion_summary(prepared.shifts_px, axial_um, lateral_um),
         "layers": layer_measurements(prepared.surfaces_px, axial_um),
+        "cones": mosaic_metrics(cones_um, field_um),
+        "cone_regions": regional_metrics(cones_um, field_um, REGION_GRID),
+        "most_uncertain_tiles": tiles[:5],
         "band_contrast": round(prepared.band_contrast, 3),
         "stage_seconds": {k: round(v, 3) for k, v in prepared.seconds.items()},
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),
-            "preprocessed_npz": store.put_bytes(_npz(prepared)),
+            "preprocessed_npz": store.put_bytes(_npz(prepared, probability, uncertainty,
+                                                     cones_px, tiles)),
         },
     }
 
@@ -93,9 +114,12 @@ def layer_measurements(surfaces_px: dict[str, np.ndarray], axial_um: float) -> d
             for name, (top, bottom) in spans.items()}
 
 
-def _npz(prepared) -> bytes:
+def _npz(prepared, probability, uncertainty, cones_px, tiles) -> bytes:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, shifts_px=prepared.shifts_px,
+    np.savez_compressed(buffer, shifts_px=prepared.shifts_px, cone_probability=probability,
+                        cone_uncertainty=uncertainty, cones_px=cones_px,
+                        tiles=np.array([[t["row_px"], t["column_px"], t["mean_uncertainty"]]
+                                        for t in tiles]),
                         **{f"surface_{k}_px": v for k, v in prepared.surfaces_px.items()},
                         **{f"enface_{k}": v for k, v in prepared.enface.items()})
     return buffer.getvalue()

@@ -19,10 +19,6 @@ from appliance.version import pipeline_version
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 FINISHED = (SUCCEEDED, FAILED)
 
-# Issue 3 plugs the segmentation models in; until then no model takes part in a run.
-NO_MODEL = {"id": "none", "weights_sha256": None}
-
-
 def input_checksum(db: sqlite_utils.Database, series_instance_uid: str) -> str:
     """SHA-256 over the series' instances (UID and content hash), independent of arrival order."""
     rows = db.execute(
@@ -34,14 +30,14 @@ def input_checksum(db: sqlite_utils.Database, series_instance_uid: str) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(db: sqlite_utils.Database, case_id: int, *, seed: int,
+def build_manifest(db: sqlite_utils.Database, case_id: int, *, seed: int, model: dict,
                    parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     case = db["cases"].get(case_id)
     return {
         "case_id": case_id,
         "input_sha256": input_checksum(db, case["series_instance_uid"]),
         "pipeline": pipeline_version(),
-        "model": NO_MODEL,
+        "model": model,
         "parameters": parameters or {},
         "seed": seed,
     }
@@ -52,14 +48,14 @@ def derive_run_id(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def submit(db: sqlite_utils.Database, case_id: int, *, seed: int,
+def submit(db: sqlite_utils.Database, case_id: int, *, seed: int, model: dict,
            parameters: dict[str, Any] | None = None) -> tuple[str, bool]:
     """Create the run for this case and configuration, or find it; return (run_id, created).
 
     Call inside a write transaction. Older runs of the same case are marked superseded; one
     still waiting in the queue is failed, so that stale data is never processed after new data.
     """
-    manifest = build_manifest(db, case_id, seed=seed, parameters=parameters)
+    manifest = build_manifest(db, case_id, seed=seed, model=model, parameters=parameters)
     run_id = derive_run_id(manifest)
     if db["runs"].count_where("run_id = ?", [run_id]):
         return run_id, False

@@ -14,6 +14,7 @@ import time
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
 from appliance.ingest import Ingest
+from appliance.models import model_record
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
 from appliance.worker import Worker
@@ -36,6 +37,7 @@ def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore
         log.warning("removed %d unacknowledged file(s) left in the spool by a crash", swept)
     queue = RunQueue(config)
     ingest = Ingest(databases, store, seed=config.pipeline.seed,
+                    model=model_record(config.pipeline.model_dir).manifest_entry(),
                     series_idle_seconds=config.dicom.series_idle_seconds,
                     on_run_queued=queue.enqueue)
     scp = StorageSCP(

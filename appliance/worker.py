@@ -16,6 +16,7 @@ from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
 from appliance.exceptions import InvalidInput, TransientError
 from appliance.ingest import Ingest
+from appliance.models import model_record
 from appliance.pipeline import run_pipeline
 from appliance.queue import RunQueue
 from appliance.reconciler import reconcile, worker_identity
@@ -32,8 +33,10 @@ class Worker:
         self.databases = databases
         self.store = store
         self.identity = worker_identity()
+        self.model = model_record(config.pipeline.model_dir)
         self.queue = RunQueue(config, execute=self.execute)
         self.ingest = Ingest(databases, store, seed=config.pipeline.seed,
+                             model=self.model.manifest_entry(),
                              series_idle_seconds=config.dicom.series_idle_seconds,
                              on_run_queued=self.queue.enqueue)
         self._stop = threading.Event()
@@ -49,8 +52,9 @@ class Worker:
         heartbeat = _Heartbeat(self.databases, run_id, self.identity, lease)
         heartbeat.start()
         try:
-            result = run_pipeline(run, self._instance_paths(run), self.store,
-                                  use_gpu=self.config.pipeline.gpu != "off")
+            result = run_pipeline(run, self._instance_paths(run), self.store, self.model,
+                                  use_gpu=self.config.pipeline.gpu != "off",
+                                  uncertainty_samples=self.config.pipeline.uncertainty_samples)
         except InvalidInput as error:
             runs.fail(db, run_id, str(error))
             log.warning("run %s: FAILED: %s", run_id, error)

@@ -11,6 +11,8 @@ from appliance.queue import RunQueue
 from appliance.reconciler import reconcile
 from tests.conftest import storescu
 
+MODEL = {"id": "test-model", "weights_sha256": "00" * 32}
+
 
 def seeded_case(db) -> int:
     with write_transaction(db):
@@ -25,14 +27,18 @@ def test_the_same_submission_returns_the_same_run(tmp_path):
     db = connect(tmp_path / "aomas.db")
     case_id = seeded_case(db)
     with write_transaction(db):
-        first, created = runs.submit(db, case_id, seed=0)
-        again, created_again = runs.submit(db, case_id, seed=0)
+        first, created = runs.submit(db, case_id, seed=0, model=MODEL)
+        again, created_again = runs.submit(db, case_id, seed=0, model=MODEL)
     assert (first, created) == (again, True) or (created, created_again) == (True, False)
     assert first == again and created and not created_again
     with write_transaction(db):
-        other, _ = runs.submit(db, case_id, seed=1)
+        other, _ = runs.submit(db, case_id, seed=1, model=MODEL)
     assert other != first
     assert runs.get(db, first)["superseded_by"] == other
+    with write_transaction(db):
+        retrained, _ = runs.submit(db, case_id, seed=1,
+                                   model={**MODEL, "weights_sha256": "11" * 32})
+    assert retrained != other  # new weights, new run
 
 
 def test_reconciler_rings_again_and_enforces_the_deadline(tmp_path):
@@ -40,7 +46,7 @@ def test_reconciler_rings_again_and_enforces_the_deadline(tmp_path):
     db = connect(tmp_path / "aomas.db")
     case_id = seeded_case(db)
     with write_transaction(db):
-        run_id, _ = runs.submit(db, case_id, seed=0)
+        run_id, _ = runs.submit(db, case_id, seed=0, model=MODEL)
     queue = RunQueue(config)
     assert reconcile(db, queue, config)["rang_again"] == 1
     assert queue.waiting_run_ids() == {run_id}
