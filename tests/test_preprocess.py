@@ -97,7 +97,7 @@ def test_a_volume_without_photoreceptors_is_refused():
         detect_surfaces(normalise(noise, np), 1.0, 1.0, np, ndimage)
 
 
-def test_a_phantom_over_dicom_gets_motion_layers_and_a_qc_snapshot(box, tmp_path):
+def test_a_phantom_over_dicom_gets_motion_layers_cones_and_a_qc_snapshot(box, tmp_path):
     truth = write_phantom_study(tmp_path / "p", PhantomSpec(seed=8, b_scans=64, depth=160,
                                                             a_lines=96))
     box.start()
@@ -108,6 +108,11 @@ def test_a_phantom_over_dicom_gets_motion_layers_and_a_qc_snapshot(box, tmp_path
     expected_os = truth["summary"]["outer_segment_length_um"]
     assert abs(result["layers"]["outer_segment_length_um"] - expected_os) < 1.5
     assert result["motion"]["axial_rms_um"] > 0.5  # the phantom moved, and it was measured
+    true_density = truth["summary"]["cone_density_per_mm2"]
+    found = result["cones"]["cone_density_per_mm2"]
+    assert abs(found - true_density) / true_density < 0.10, (found, true_density)
+    assert len(result["cone_regions"]) == 4 and len(result["most_uncertain_tiles"]) == 5
+    assert json.loads(run["manifest"])["model"]["id"] == "cones-bootstrap-v1"
     png = box.data_dir / "objects" / result["artifacts"]["qc_png"][:2] / \
         result["artifacts"]["qc_png"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
