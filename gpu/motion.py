@@ -21,14 +21,20 @@ from gpu.subpixel import parabola_offset
 
 WHITENING = 0.6      # 1 = pure phase correlation; less keeps the peak robust to speckle
 HUBER_PX = 0.5       # residuals beyond this are down-weighted
+# A neighbour pair is doubtful when its peak is weak and its shift far from its neighbours'.
+# (Not caught: a strong wrong peak one cone spacing away, where the mosaic is regular.)
+DOUBT_STRENGTH, DOUBT_DEVIATION_PX, DOUBT_NEIGHBOURS, DOUBT_RADIUS_PX = 0.7, 2.0, 3, 2
 
 
-def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int):
+def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int,
+                    centre=None, radius: int | None = None):
     """Shift of B-scan b+lag relative to b, for every b, and each peak's strength.
 
     ``profile_sets`` is a list of (n_b_scans, length) arrays that share one shift per B-scan
     (several cone-band rows, say); their cross-power spectra are pooled before the peak is
-    found. A positive shift means b+lag's content lies further along the axis.
+    found. A positive shift means b+lag's content lies further along the axis. With
+    ``centre`` (one value per pair) and ``radius``, each peak is searched only that close to
+    its centre.
     """
     length = profile_sets[0].shape[1]
     size = 2 * length  # zero-padded: no wrap-around between the two ends
@@ -41,6 +47,10 @@ def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int):
     corr = xp.fft.irfft(pooled, size)
     # Lags -max_shift..max_shift, in order.
     window = xp.concatenate([corr[:, size - max_shift:], corr[:, : max_shift + 1]], axis=1)
+    if centre is not None:
+        lags = xp.arange(-max_shift, max_shift + 1)[None, :]
+        allowed = xp.abs(lags - xp.asarray(centre)[:, None]) <= radius
+        window = xp.where(allowed, window, window.min())
     peak = xp.clip(xp.argmax(window, axis=1), 1, window.shape[1] - 2)
     rows = xp.arange(window.shape[0])
     left, centre, right = window[rows, peak - 1], window[rows, peak], window[rows, peak + 1]
@@ -61,9 +71,30 @@ def estimate_shifts(profile_sets, xp: ModuleType, *, max_lag: int = 1,
     for lag in range(1, min(max_lag, n - 1) + 1):
         shift, strength = relative_shifts(profile_sets, xp, lag, max_shift)
         shift, strength = _cpu(shift), _cpu(strength)
+        if lag == 1:
+            shift = _recheck_doubtful_pairs(profile_sets, xp, shift, strength, max_shift)
         for b in range(n - lag):
             equations.append((b, b + lag, shift[b], strength[b] / lag))
     return _solve(n, equations)
+
+
+def _recheck_doubtful_pairs(profile_sets, xp: ModuleType, shift: np.ndarray,
+                            strength: np.ndarray, max_shift: int) -> np.ndarray:
+    """Search again, near its neighbours' motion, a pair whose peak is weak and whose shift
+    is far from its neighbours'. A real jump (a microsaccade) usually keeps a strong peak."""
+    local = _running_median(shift, DOUBT_NEIGHBOURS)
+    doubtful = ((strength < DOUBT_STRENGTH * np.median(strength))
+                & (np.abs(shift - local) > DOUBT_DEVIATION_PX))
+    if not doubtful.any():
+        return shift
+    rechecked, _ = relative_shifts(profile_sets, xp, 1, max_shift,
+                                   centre=np.rint(local).astype(int), radius=DOUBT_RADIUS_PX)
+    return np.where(doubtful, _cpu(rechecked), shift)
+
+
+def _running_median(values: np.ndarray, half: int) -> np.ndarray:
+    padded = np.pad(values, half, mode="edge")
+    return np.array([np.median(padded[i: i + 2 * half + 1]) for i in range(len(values))])
 
 
 def _solve(n: int, equations: list[tuple[int, int, float, float]]) -> np.ndarray:

@@ -26,6 +26,7 @@ CURCIO_DENSITY_PER_MM2 = np.array([196890, 150794, 112372, 72032, 52237, 40879, 
 
 SURFACES = ("ELM", "ISOS", "COST", "RPE", "BM")
 B_SCAN_PERIOD_S = 0.005
+REFERENCE_B_SCANS = 128
 AXIAL_PSF_FWHM_UM = 2.6
 LATERAL_PSF_FWHM_UM = 2.5
 FWHM_TO_SIGMA = 1 / (2 * np.sqrt(2 * np.log(2)))
@@ -42,7 +43,7 @@ class PhantomSpec:
     lateral_spacing_um: float = 1.0     # between A-lines (x) and between B-scans (y)
     axial_spacing_um: float = 1.0
     eccentricity_deg: float = 3.0
-    motion_um: float = 3.0              # RMS of the lateral eye motion
+    motion_um: float = 3.0              # RMS lateral drift over 128 B-scans (+ a microsaccade)
     axial_motion_um: float = 4.0        # amplitude of the pulsatile axial motion
     noise: float = 0.08                 # detector noise relative to the mean cone reflection
     jitter: float = 0.12                # lattice jitter as a fraction of cone spacing
@@ -146,9 +147,11 @@ def make_phantom(spec: PhantomSpec) -> Phantom:
 def _eye_motion(spec: PhantomSpec, rng: np.random.Generator) -> np.ndarray:
     """Per-B-scan (dx, dy, dz) in µm: drift, an occasional microsaccade, pulsatile axial motion."""
     b = spec.b_scans
-    drift = np.cumsum(rng.normal(0, 1, (b, 2)), axis=0)
+    # A random walk whose step does not depend on the number of B-scans (drift is a speed):
+    # over REFERENCE_B_SCANS its RMS about the mean is about motion_um.
+    step_um = spec.motion_um * np.sqrt(6.0 / REFERENCE_B_SCANS)
+    drift = np.cumsum(rng.normal(0, step_um, (b, 2)), axis=0)
     drift -= drift.mean(axis=0)
-    drift *= spec.motion_um / max(drift[:, 0].std(), 1e-9)
     drift[:, 1] *= 0.25  # slow-axis motion is smaller within one volume
     if spec.motion_um > 0 and rng.random() < 0.5:
         jump_at = rng.integers(b // 4, 3 * b // 4)
@@ -184,7 +187,8 @@ def _surface_model(spec: PhantomSpec, rng: np.random.Generator):
     """Smooth analytic surfaces in µm below the top of the volume."""
     depth_um = spec.depth * spec.axial_spacing_um
     tilt = rng.uniform(-0.04, 0.04, 2)
-    waves = [(rng.uniform(1.0, 2.5), rng.uniform(0.002, 0.01), rng.uniform(0.002, 0.01),
+    # Gentle undulations: a retina of ~12 mm radius bends < 1 µm over a 128 µm field.
+    waves = [(rng.uniform(0.3, 0.8), rng.uniform(0.002, 0.01), rng.uniform(0.002, 0.01),
               rng.uniform(0, 2 * np.pi)) for _ in range(3)]
     inner_segment = rng.uniform(20.0, 26.0)
     outer_segment = outer_segment_length_um(spec.eccentricity_deg)
