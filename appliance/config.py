@@ -68,6 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Cone model directory (weights.pt + model_card.json); empty = bundled bootstrap."),
     Setting("pipeline", "uncertainty_samples", 6,
             "Monte Carlo dropout passes for per-pixel cone uncertainty (1 = none)."),
+    Setting("pipeline", "predictor", "torch",
+            "Cone inference: 'torch' (CPU or CUDA) or 'tensorrt' (fp16 engine; needs [gpu])."),
     Setting("pipeline", "gpu", "auto",
             "Preprocess with CuPy on an NVIDIA GPU: 'auto' (when one is usable) or 'off'."),
 )

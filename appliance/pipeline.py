@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from appliance.exceptions import InvalidInput, TransientError
+from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.models import ModelRecord, load_network
 from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
 from gpu.cone_model import centroids, network_input, tile_uncertainty
 from gpu.layers import NoPhotoreceptorLayer
-from gpu.predictor import TorchPredictor
+from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
 from gpu.quantify import mosaic_metrics, regional_metrics
 from gpu.xp import array_module
@@ -36,7 +36,7 @@ MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 
 
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
-                 model: ModelRecord, *, use_gpu: bool = True,
+                 model: ModelRecord, *, use_gpu: bool = True, predictor_kind: str = "torch",
                  uncertainty_samples: int = 6) -> dict[str, Any]:
     """Process one run's stored instances; return the result recorded with the run.
 
@@ -63,7 +63,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
              xp.__name__, sum(prepared.seconds.values()))
 
     pitch_um, axial_um, lateral_um = (s * 1000 for s in volume.spacing_mm)
-    predictor = TorchPredictor(load_network(model), device="cuda" if xp is not np else "cpu")
+    predictor = make_predictor(predictor_kind, model, store, use_gpu)
     probability, uncertainty = predictor.predict_with_uncertainty(
         network_input(prepared.enface), samples=max(uncertainty_samples, 1))
     cones_px = centroids(probability)
@@ -88,6 +88,18 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
                                                      cones_px, tiles)),
         },
     }
+
+
+def make_predictor(kind: str, model: ModelRecord, store: ObjectStore, use_gpu: bool):
+    if kind == "tensorrt":
+        try:
+            return TensorRTPredictor(load_network(model), weights_sha256=model.weights_sha256,
+                                     cache_dir=store.root.parent / "engines")
+        except (ImportError, RuntimeError) as error:
+            raise ConfigurationError(
+                f"TensorRT is unavailable ({error}); install the [gpu] extra on a CUDA box or "
+                "set pipeline.predictor = 'torch'") from None
+    return TorchPredictor(load_network(model), device=default_device(use_gpu))
 
 
 def check_size(shape: tuple[int, ...]) -> None:

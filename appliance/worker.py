@@ -14,7 +14,7 @@ import threading
 from appliance import runs
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
-from appliance.exceptions import InvalidInput, TransientError
+from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.ingest import Ingest
 from appliance.models import model_record
 from appliance.pipeline import run_pipeline
@@ -54,8 +54,9 @@ class Worker:
         try:
             result = run_pipeline(run, self._instance_paths(run), self.store, self.model,
                                   use_gpu=self.config.pipeline.gpu != "off",
+                                  predictor_kind=self.config.pipeline.predictor,
                                   uncertainty_samples=self.config.pipeline.uncertainty_samples)
-        except InvalidInput as error:
+        except (InvalidInput, ConfigurationError) as error:  # retrying cannot help
             runs.fail(db, run_id, str(error))
             log.warning("run %s: FAILED: %s", run_id, error)
         except TransientError as error:

@@ -51,3 +51,132 @@ class TorchPredictor:
                                  samples: int = 8) -> tuple[np.ndarray, np.ndarray]:
         draws = np.stack([self._forward(image, dropout=True) for _ in range(samples)])
         return draws.mean(axis=0), draws.std(axis=0)
+
+
+INPUT_NAME, OUTPUT_NAME = "enface", "logits"
+
+
+def default_device(prefer_gpu: bool = True) -> str:
+    import torch
+
+    return "cuda" if prefer_gpu and torch.cuda.is_available() else "cpu"
+
+
+def export_onnx(network, path, patch_px: int = PATCH_PX, channels: int = 2) -> None:
+    """The network in inference mode as ONNX, batch size left free (TensorRT's input)."""
+    import warnings
+
+    import torch
+
+    network = network.eval().cpu()
+    example = torch.zeros(1, channels, patch_px, patch_px)
+    with warnings.catch_warnings():
+        # The tracer warns about MONAI's shape checks and instance norm; neither changes the
+        # graph for a fixed patch size, and tests compare the export against PyTorch.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, example, str(path), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=17, dynamo=False,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def dihedral_average(predict_one, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Test-time augmentation: the 8 rotations/flips, mapped back; mean and spread."""
+    draws = []
+    for flip in (False, True):
+        for turns in range(4):
+            view = image[:, :, ::-1] if flip else image
+            result = predict_one(np.ascontiguousarray(np.rot90(view, turns, (1, 2))))
+            result = np.rot90(result, -turns)
+            draws.append(result[:, ::-1] if flip else result)
+    stack = np.stack(draws)
+    return stack.mean(axis=0), stack.std(axis=0)
+
+
+class TensorRTPredictor:
+    """ONNX export → TensorRT engine (fp16 by default) on a CUDA GPU.
+
+    Engines are cached in ``cache_dir`` per weights checksum, GPU model and TensorRT version,
+    so a box builds each once. Dropout does not survive into an engine, so uncertainty comes
+    from test-time augmentation instead of Monte Carlo dropout.
+    """
+
+    MAX_BATCH = 16
+
+    def __init__(self, network, *, weights_sha256: str, cache_dir, fp16: bool = True):
+        import os
+        from pathlib import Path
+
+        import tensorrt as trt
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("TensorRT needs a CUDA GPU; use the torch predictor here")
+        self.trt, self.torch = trt, torch
+        gpu = "".join(c if c.isalnum() else "_" for c in torch.cuda.get_device_name())
+        precision = "fp16" if fp16 else "fp32"
+        self.engine_path = (Path(cache_dir) /
+                            f"{weights_sha256[:16]}-{gpu}-trt{trt.__version__}-{precision}.engine")
+        if not self.engine_path.exists():
+            serialized = self._build(network, fp16)
+            self.engine_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.engine_path.with_suffix(".partial")
+            partial.write_bytes(serialized)
+            os.replace(partial, self.engine_path)
+        logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.engine_path.read_bytes())
+        self.context = self.engine.create_execution_context()
+
+    def _build(self, network, fp16: bool) -> bytes:
+        import tempfile
+        from pathlib import Path
+
+        trt = self.trt
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        graph = builder.create_network(0)
+        parser = trt.OnnxParser(graph, logger)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            export_onnx(network, onnx_path)
+            if not parser.parse(onnx_path.read_bytes()):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise RuntimeError(f"TensorRT could not parse the ONNX export: {errors}")
+        config = builder.create_builder_config()
+        if fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        shape = (2, PATCH_PX, PATCH_PX)
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, (1, *shape), (8, *shape), (self.MAX_BATCH, *shape))
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(graph, config)
+        if serialized is None:
+            raise RuntimeError("TensorRT could not build an engine; its log above says why")
+        return bytes(serialized)
+
+    def _logits(self, batch):
+        torch = self.torch
+        outputs = []
+        for chunk in batch.split(self.MAX_BATCH):
+            chunk = chunk.contiguous().float()
+            out = torch.empty((chunk.shape[0], 1, PATCH_PX, PATCH_PX), device=chunk.device)
+            self.context.set_input_shape(INPUT_NAME, tuple(chunk.shape))
+            self.context.set_tensor_address(INPUT_NAME, chunk.data_ptr())
+            self.context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+            if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+                raise RuntimeError("TensorRT inference failed")
+            outputs.append(out)
+        return torch.cat(outputs)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        from monai.inferers import sliding_window_inference
+
+        torch = self.torch
+        batch = torch.from_numpy(np.ascontiguousarray(image))[None].cuda()
+        with torch.no_grad():
+            logits = sliding_window_inference(batch, (PATCH_PX, PATCH_PX), self.MAX_BATCH,
+                                              self._logits, overlap=0.25, mode="gaussian")
+        return torch.sigmoid(logits)[0, 0].cpu().numpy()
+
+    def predict_with_uncertainty(self, image: np.ndarray,
+                                 samples: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        return dihedral_average(self.predict, image)

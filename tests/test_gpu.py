@@ -30,3 +30,22 @@ def test_cupy_preprocessing_matches_numpy(seed):
     for name, image in cpu.enface.items():
         relative = np.abs(image - gpu.enface[name]).max() / np.abs(image).max()
         assert relative < 1e-3, name
+
+
+def test_tensorrt_fp16_matches_torch_fp32(tmp_path):
+    tensorrt = pytest.importorskip("tensorrt")
+    del tensorrt
+    from appliance.models import load_network, model_record
+    from gpu.cone_model import centroids
+    from gpu.predictor import TensorRTPredictor, TorchPredictor
+    from gpu.training import make_sample, phantom_spec
+
+    record = model_record()
+    sample = make_sample(phantom_spec(21))
+    reference = TorchPredictor(load_network(record), device="cuda").predict(sample.image)
+    engine = TensorRTPredictor(load_network(record), weights_sha256=record.weights_sha256,
+                               cache_dir=tmp_path)
+    fast = engine.predict(sample.image)
+    assert np.abs(fast - reference).max() < 0.02
+    assert len(centroids(fast)) == len(centroids(reference))
+    assert engine.engine_path.exists()  # cached for the next run
