@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,21 @@ def parse(size: str) -> tuple[int, int, int]:
 def one_cpu_size(path: str) -> dict:
     """Child process: load a volume, preprocess it, report time and peak RSS above the start."""
     voxels = np.load(path)
-    baseline = _current_rss_kb()
+    baseline = _status_kb("VmRSS")
     start = time.perf_counter()
     result = preprocess(voxels, SPACING, np)
     total = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report its
+    # parent's peak (the phantom generation) instead of its own.
+    peak = _status_kb("VmHWM")
     return {"volume_mb": voxels.nbytes / 1e6, "seconds": total, "stages": result.seconds,
             "peak_above_start_mb": max(peak - baseline, 0) / 1e3}
 
 
-def _current_rss_kb() -> int:
+def _status_kb(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 

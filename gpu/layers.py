@@ -42,10 +42,16 @@ class Surfaces:
 
 
 def normalise(volume, xp: ModuleType):
-    """Square-root amplitude (tames speckle's long tail), scaled so the 99th percentile is 1."""
-    amplitude = xp.sqrt(volume.astype(xp.float32))
-    scale = xp.percentile(amplitude, 99.0)
-    return amplitude / xp.maximum(scale, 1e-6)
+    """Square-root amplitude (tames speckle's long tail), scaled so the 99th percentile is 1.
+
+    Returns the one full-size float32 copy that preprocessing then works on in place.
+    """
+    amplitude = volume.astype(xp.float32)
+    xp.sqrt(amplitude, out=amplitude)
+    # A percentile of every eighth voxel: the whole volume's would sort a copy of it.
+    scale = xp.percentile(amplitude[::2, ::2, ::2], 99.0)
+    amplitude /= xp.maximum(scale, 1e-6)
+    return amplitude
 
 
 def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
@@ -55,6 +61,10 @@ def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
     # cone bands; surfaces themselves bend over ~100 µm, so this costs no accuracy.
     lateral = LATERAL_SMOOTHING_UM / lateral_um
     smooth = ndimage.gaussian_filter(volume, sigma=(lateral, 0.7 / axial_um, lateral))
+    # After smoothing over ~5 µm the surfaces hold no finer lateral detail: work on every
+    # step-th B-scan and A-line (a ninth of the memory) and interpolate the surfaces back.
+    step = max(int(round(lateral / 1.7)), 1)
+    smooth = xp.ascontiguousarray(smooth[::step, :, ::step])
     depth = volume.shape[1]
     z = xp.arange(depth, dtype=xp.float32)[None, :, None]
     # Central difference: an edge's steepest point lands on the edge, not half a pixel off.
@@ -63,12 +73,12 @@ def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
     # The RPE is the one thick bright slab: a step detector (mean of the next 8 µm minus the
     # previous 8 µm) answers most strongly at its top, and only weakly at thin bright bands.
     half = max(int(round(8.0 / axial_um)), 2)
-    step = _step_response(smooth, half, xp)
-    rpe_global = float(xp.argmax(step.mean(axis=(0, 2))))
-    everywhere = xp.full((volume.shape[0], volume.shape[2]), rpe_global, xp.float32)
+    step_response = _step_response(smooth, half, xp)
+    rpe_global = float(xp.argmax(step_response.mean(axis=(0, 2))))
+    everywhere = xp.full((smooth.shape[0], smooth.shape[2]), rpe_global, xp.float32)
     window = RPE_WINDOW_UM / axial_um
-    coarse = _peak_in_window(ndimage.gaussian_filter(step, (2, 0, 4)), z, everywhere - window,
-                             everywhere + window, xp)
+    coarse = _peak_in_window(step_response, z, everywhere - window, everywhere + window, xp)
+    del step_response
     coarse = _clean(coarse, ndimage)
     # Then the steepest rise within a few micrometres of it.
     found = {"RPE": _peak_in_window(gradient, z, coarse - 3 / axial_um, coarse + 3 / axial_um,
@@ -81,14 +91,26 @@ def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
         values = -gradient if name == "BM" else smooth
         found[name] = _peak_in_window(values, z, lo, hi, xp)
 
-    depth_px = {name: _clean(found[name], ndimage) for name in SURFACES}
-    contrast = _band_contrast(smooth, depth_px, xp)
+    contrast = _band_contrast(smooth, found, xp)
     if contrast < MIN_BAND_CONTRAST:
         raise NoPhotoreceptorLayer(
             f"no photoreceptor layer: the IS/OS and COST bands are only {contrast:.2f}x "
             "brighter than the outer segments between them (need "
             f"{MIN_BAND_CONTRAST}x); is this an outer-retina AO-OCT volume?")
+    shape = (volume.shape[0], volume.shape[2])
+    depth_px = {name: _upsample(_clean(found[name], ndimage), step, shape, xp, ndimage)
+                for name in SURFACES}
     return Surfaces(depth_px=depth_px, band_contrast=contrast)
+
+
+def _upsample(surface, step: int, shape: tuple[int, int], xp: ModuleType, ndimage: ModuleType):
+    """A surface found on every step-th B-scan and A-line, back on the full grid."""
+    if step == 1:
+        return surface
+    b = xp.arange(shape[0], dtype=xp.float32)[:, None] / step
+    x = xp.arange(shape[1], dtype=xp.float32)[None, :] / step
+    coords = xp.stack(xp.broadcast_arrays(b, x))
+    return ndimage.map_coordinates(surface, coords, order=1, mode="nearest")
 
 
 def _peak_in_window(values, z, lo, hi, xp: ModuleType):
@@ -117,7 +139,7 @@ def _step_response(smooth, half: int, xp: ModuleType):
 
 
 def _clean(surface, ndimage: ModuleType):
-    return ndimage.median_filter(surface, size=(3, 5), mode="nearest")
+    return ndimage.median_filter(surface, size=(3, 3), mode="nearest")
 
 
 def _band_contrast(smooth, depth_px: dict, xp: ModuleType) -> float:

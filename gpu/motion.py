@@ -117,16 +117,18 @@ def _solve(n: int, equations: list[tuple[int, int, float, float]]) -> np.ndarray
 
 
 def shift_b_scans(volume, shifts_px, axis: int, xp: ModuleType, ndimage: ModuleType):
-    """Move each B-scan's content back by its shift along ``axis`` (1 = depth, 2 = A-lines).
+    """Move each B-scan's content back by its shift along ``axis`` (1 = depth, 2 = A-lines),
+    in place, one B-scan at a time (the extra memory is one B-scan).
 
     Linear interpolation: it neither rings nor invents detail; samples from outside the B-scan
-    take the nearest edge value. One B-scan at a time keeps the extra memory to one B-scan.
+    take the nearest edge value.
     """
-    shifted = xp.empty_like(volume)
+    scratch = xp.empty_like(volume[0])
     for b, shift in enumerate(_cpu(shifts_px).tolist()):
         offset = (-shift, 0.0) if axis == 1 else (0.0, -shift)
-        ndimage.shift(volume[b], offset, output=shifted[b], order=1, mode="nearest")
-    return shifted
+        ndimage.shift(volume[b], offset, output=scratch, order=1, mode="nearest")
+        volume[b] = scratch
+    return volume
 
 
 def _cpu(array) -> np.ndarray:
