@@ -14,6 +14,7 @@ import numpy as np
 
 from appliance.exceptions import AomasError
 from appliance.models import ModelRecord, load_network, write_model
+from gpu.cone_model import CHANNELS, DROPOUT, FEATURES
 from gpu.predictor import TorchPredictor
 from gpu.training import make_sample, phantom_spec, score, train
 
@@ -52,8 +53,8 @@ def train_bootstrap(out_dir: Path, *, iterations: int, train_seeds: list[int],
     card = {
         "model_id": MODEL_ID,
         "task": "Cone photoreceptor detection on AO-OCT en-face images (IS/OS and COST).",
-        "architecture": "MONAI BasicUNet, 2-D, 2 input channels, features "
-                        "(16, 16, 32, 32, 64, 16), dropout 0.1; local maxima of the "
+        "architecture": f"MONAI BasicUNet, 2-D, {len(CHANNELS)} input channels, features "
+                        f"{FEATURES}, dropout {DROPOUT}; local maxima of the "
                         "probability map are the cone centres.",
         "trained_on": "Synthetic phantoms only (`aomas phantom` physics), preprocessed by the "
                       "appliance's own pipeline. No patient data.",

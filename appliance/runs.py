@@ -19,6 +19,7 @@ from appliance.version import pipeline_version
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 FINISHED = (SUCCEEDED, FAILED)
 
+
 def input_checksum(db: sqlite_utils.Database, series_instance_uid: str) -> str:
     """SHA-256 over the series' instances (UID and content hash), independent of arrival order."""
     rows = db.execute(

@@ -1,7 +1,9 @@
 """The object store: files named by their SHA-256, never by anything a sender chose.
 
-Layout under the data dir: ``objects/ab/abcdef…`` (content-addressed) and ``spool/`` (files
-being received; whatever is left there after a crash was never acknowledged and is swept).
+Layout under the data dir: ``objects/ab/abcdef…`` (content-addressed), ``spool/`` (files
+being received; whatever is left there after a crash was never acknowledged and is swept) and
+``staging/`` (artifacts the worker is writing; kept apart so that sweeping the spool at SCP
+start can never take one).
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ class ObjectStore:
     def __init__(self, data_dir: Path, min_free_bytes: int = 0):
         self.root = data_dir / "objects"
         self.spool = data_dir / "spool"
+        self.staging = data_dir / "staging"
         self.min_free_bytes = min_free_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.spool.mkdir(parents=True, exist_ok=True)
+        for directory in (self.root, self.spool, self.staging):
+            directory.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, sha256: str) -> Path:
         if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
@@ -96,11 +99,11 @@ class ObjectStore:
     def put_bytes(self, data: bytes) -> str:
         """Store bytes the appliance produced itself (artifacts); return their SHA-256."""
         self.check_free_space()
-        spooled = self.spool / f"artifact-{os.getpid()}-{hashlib.sha256(data).hexdigest()}.tmp"
-        with open(spooled, "wb") as f:
+        staged = self.staging / f"{os.getpid()}-{hashlib.sha256(data).hexdigest()}.tmp"
+        with open(staged, "wb") as f:
             f.write(data)
-        sha256, _, _ = self.adopt(spooled)
-        spooled.unlink(missing_ok=True)
+        sha256, _, _ = self.adopt(staged)
+        staged.unlink(missing_ok=True)
         return sha256
 
     def sweep_spool(self, older_than_seconds: float = 0.0) -> int:

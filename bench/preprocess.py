@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gpu.phantom import PhantomSpec, make_phantom  # noqa: E402
-from gpu.preprocess import preprocess  # noqa: E402
-from gpu.xp import cupy_or_none  # noqa: E402
+from gpu.phantom import PhantomSpec, make_phantom
+from gpu.preprocess import preprocess
+from gpu.xp import cupy_or_none
 
 SPACING = (0.001, 0.001, 0.001)
 

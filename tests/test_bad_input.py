@@ -26,6 +26,17 @@ def rewrite(source: Path, target: Path, series: str, **changes) -> Path:
     return target
 
 
+def split_series_with_one_changed(studies, tmp_path, series: str, instance_number: int,
+                                  change) -> list[Path]:
+    """The split phantom as a new series, ``change(ds)`` applied to one instance."""
+    paths = []
+    for source in sorted(studies["split"]["dir"].iterdir()):
+        ds = pydicom.dcmread(source)
+        changes = change(ds) if ds.InstanceNumber == instance_number else {}
+        paths.append(rewrite(source, tmp_path / source.name, series, **changes))
+    return paths
+
+
 def echo_ok(port: int) -> bool:
     result = subprocess.run([need("echoscu"), "-aec", "AOMAS", "127.0.0.1", str(port)],
                             capture_output=True)
@@ -103,14 +114,10 @@ def test_a_file_that_is_not_dicom_is_reported_by_send(box, tmp_path):
 def test_mismatched_frame_sizes_in_one_series_fail_the_run(box, studies, tmp_path):
     box.start()
     series = NEW_SERIES_ROOT + "5"
-    paths = []
-    for source in sorted(studies["split"]["dir"].iterdir()):
-        ds = pydicom.dcmread(source)
-        changes = {}
-        if ds.InstanceNumber == 7:  # one B-scan with half the A-lines
-            changes = {"Columns": ds.Columns // 2,
-                       "PixelData": ds.pixel_array[:, : ds.Columns // 2].tobytes()}
-        paths.append(rewrite(source, tmp_path / source.name, series, **changes))
+    paths = split_series_with_one_changed(  # B-scan 7 with half the A-lines
+        studies, tmp_path, series, 7,
+        lambda ds: {"Columns": ds.Columns // 2,
+                    "PixelData": ds.pixel_array[:, : ds.Columns // 2].tobytes()})
     assert storescu(box.dicom_port, *paths).returncode == 0
     run = box.wait_for_run(series)
     assert run["state"] == "FAILED"
@@ -122,11 +129,8 @@ def test_mismatched_frame_sizes_in_one_series_fail_the_run(box, studies, tmp_pat
 def test_mixed_frames_of_reference_in_one_series_fail_the_run(box, studies, tmp_path):
     box.start()
     series = NEW_SERIES_ROOT + "6"
-    paths = []
-    for source in sorted(studies["split"]["dir"].iterdir()):
-        ds = pydicom.dcmread(source, stop_before_pixels=True)
-        changes = {"FrameOfReferenceUID": series + ".99"} if ds.InstanceNumber == 3 else {}
-        paths.append(rewrite(source, tmp_path / source.name, series, **changes))
+    paths = split_series_with_one_changed(
+        studies, tmp_path, series, 3, lambda ds: {"FrameOfReferenceUID": series + ".99"})
     assert storescu(box.dicom_port, *paths).returncode == 0
     run = box.wait_for_run(series)
     assert run["state"] == "FAILED"

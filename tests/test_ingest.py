@@ -214,6 +214,10 @@ def test_unacknowledged_leftovers_in_the_spool_are_swept_at_start(box):
     spool = box.data_dir / "spool"
     spool.mkdir(parents=True)
     (spool / "tmpabc123.dcm").write_bytes(b"half a dataset")
+    staged = box.data_dir / "staging" / "123-artifact.tmp"  # a worker's, being written
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"qc png")
     box.start("scp")
     assert list(spool.iterdir()) == []
+    assert staged.read_bytes() == b"qc png"
     assert "removed 1 unacknowledged file(s)" in box.log()
