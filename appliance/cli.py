@@ -293,7 +293,7 @@ def run_demo(config: Config, *, seed: int, timeout: float) -> dict:
 @with_config
 def train_command(config: Config, out_dir: str, iterations: int, train_seeds: str,
                   held_out_seeds: str) -> None:
-    """Train the bootstrap cone model on phantoms; write weights and a model card."""
+    """Train the bootstrap cone and layer networks on phantoms; write weights and a model card."""
     from appliance.evaluation import parse_seeds, table, train_bootstrap
 
     record, rows = train_bootstrap(Path(out_dir), iterations=iterations,

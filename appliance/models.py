@@ -1,8 +1,9 @@
-"""Models: the bundled bootstrap cone model, or a site's own, as weights + model card.
+"""Models: the bundled bootstrap model, or a site's own, as weights + model card.
 
-A model is a directory with ``weights.pt`` (a state dict) and ``model_card.json``. The run
-manifest records its id and the SHA-256 of its weights; a worker refuses to run a model whose
-weights differ from what the manifest names.
+A model is a directory with ``weights.pt`` and ``model_card.json``. The weights file holds one
+state dict per network (``cones``: en-face cone detection, ``layers``: B-scan layer labels), so
+one checksum covers everything a run computed with. The run manifest records the model id and
+that checksum; a worker refuses to run a model whose weights differ from what the manifest names.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from appliance.exceptions import ConfigurationError
 from appliance.storage import sha256_of
 
-BOOTSTRAP_DIR = Path(__file__).resolve().parent / "models" / "cones-bootstrap-v1"
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "models" / "aomas-bootstrap-v2"
 WEIGHTS, CARD = "weights.pt", "model_card.json"
 
 
@@ -41,23 +43,36 @@ def model_record(directory: str = "") -> ModelRecord:
                        weights_sha256=sha256_of(path / WEIGHTS)[0])
 
 
+def network_module(name: str) -> ModuleType:
+    """The module that builds network ``name`` and says its inputs (``IO``)."""
+    from gpu import cone_model, layer_model
+
+    modules = {"cones": cone_model, "layers": layer_model}
+    if name not in modules:
+        raise ConfigurationError(f"no network called {name!r}; there are {sorted(modules)}")
+    return modules[name]
+
+
 @functools.cache
-def load_network(record: ModelRecord):
-    """The network with its weights, on the CPU, ready for a predictor."""
+def load_network(record: ModelRecord, name: str):
+    """Network ``name`` with its weights, on the CPU, ready for a predictor."""
     import torch
 
-    from gpu.cone_model import build_network
-
-    network = build_network()
-    network.load_state_dict(torch.load(record.directory / WEIGHTS, weights_only=True))
+    state = torch.load(record.directory / WEIGHTS, weights_only=True)
+    if name not in state:
+        raise ConfigurationError(f"model {record.model_id} has no {name!r} network; retrain it "
+                                 "with `aomas train`")
+    network = network_module(name).build_network()
+    network.load_state_dict(state[name])
     return network.eval()
 
 
-def write_model(directory: Path, network, card: dict) -> ModelRecord:
+def write_model(directory: Path, networks: dict, card: dict) -> ModelRecord:
     import torch
 
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(network.state_dict(), directory / WEIGHTS)
+    torch.save({name: network.state_dict() for name, network in networks.items()},
+               directory / WEIGHTS)
     card = {**card, "weights_sha256": sha256_of(directory / WEIGHTS)[0]}
     (directory / CARD).write_text(json.dumps(card, indent=1) + "\n")
     model_record.cache_clear()

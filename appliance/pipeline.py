@@ -1,9 +1,10 @@
 """The pipeline: one plain function that reads as the data flow of a run.
 
-load + validate the volume → preprocess (motion correction, surfaces, en-face) → cones (the
-model's probability map, Monte Carlo dropout uncertainty, one centroid per cone) →
-measurements (mosaic, layers) → QC snapshot and arrays stored as artifacts. The DICOM outputs
-plug in where marked (issue 4).
+load + validate the volume → preprocess (motion correction, surfaces, en-face) → layers (the
+layer network's labels on every corrected B-scan, checked against the surfaces) → cones (the
+cone network's probability map, Monte Carlo dropout uncertainty, one centroid per cone) →
+measurements (mosaic, layer thickness, whole field and regions) → QC snapshot and arrays stored
+as artifacts. The DICOM outputs plug in where marked (issue 4).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from appliance.models import ModelRecord, load_network
 from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
-from gpu.cone_model import centroids, network_input, tile_uncertainty
+from gpu import cone_model, layer_model
+from gpu.cone_model import centroids, tile_uncertainty
 from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
@@ -63,19 +65,29 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
              xp.__name__, sum(prepared.seconds.values()))
 
     pitch_um, axial_um, lateral_um = (s * 1000 for s in volume.spacing_mm)
-    predictor = make_predictor(predictor_kind, model, store, use_gpu)
+    layer_predictor = make_predictor("layers", predictor_kind, model, store, use_gpu)
+    layer_labels, b_scan_confidence = layer_model.segment(layer_predictor, prepared.corrected)
+    # Two independent readings of the same layers: where they part, a person should look.
+    agreement = layer_model.dice(layer_labels, layer_model.labels_from_surfaces(
+        prepared.surfaces_px, layer_labels.shape[1]))
+
+    predictor = make_predictor("cones", predictor_kind, model, store, use_gpu)
     probability, uncertainty = predictor.predict_with_uncertainty(
-        network_input(prepared.enface), samples=max(uncertainty_samples, 1))
+        cone_model.network_input(prepared.enface), samples=max(uncertainty_samples, 1))
     cones_px = centroids(probability)
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
     tiles = tile_uncertainty(uncertainty, TILE_PX)
+    thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
     # Next (issue 4): derived OPT, layer SEG, en-face + cone SEG, SR → outbox.
     return {
         "volume": volume.describe(),
         "device": "gpu" if xp is not np else "cpu",
         "motion": motion_summary(prepared.shifts_px, axial_um, lateral_um),
-        "layers": layer_measurements(prepared.surfaces_px, axial_um),
+        "layers": layer_measurements(thickness, REGION_GRID, (pitch_um, lateral_um)),
+        "layer_segmentation": {
+            "agreement_dice": agreement,
+            "least_confident_b_scans": [int(b) for b in np.argsort(b_scan_confidence)[:5]]},
         "cones": mosaic_metrics(cones_um, field_um),
         "cone_regions": regional_metrics(cones_um, field_um, REGION_GRID),
         "most_uncertain_tiles": tiles[:5],
@@ -84,22 +96,26 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),
-            "preprocessed_npz": store.put_bytes(_npz(prepared, probability, uncertainty,
-                                                     cones_px, tiles)),
+            "preprocessed_npz": store.put_bytes(_npz(
+                prepared, probability, uncertainty, cones_px, tiles, thickness,
+                layer_labels=layer_labels, b_scan_confidence=b_scan_confidence)),
         },
     }
 
 
-def make_predictor(kind: str, model: ModelRecord, store: ObjectStore, use_gpu: bool):
+def make_predictor(network: str, kind: str, model: ModelRecord, store: ObjectStore,
+                   use_gpu: bool):
+    io = (cone_model if network == "cones" else layer_model).IO
     if kind == "tensorrt":
         try:
-            return TensorRTPredictor(load_network(model), weights_sha256=model.weights_sha256,
+            return TensorRTPredictor(load_network(model, network), io, name=network,
+                                     weights_sha256=model.weights_sha256,
                                      cache_dir=store.root.parent / "engines")
         except (ImportError, RuntimeError) as error:
             raise ConfigurationError(
                 f"TensorRT is unavailable ({error}); install the [gpu] extra on a CUDA box or "
                 "set pipeline.predictor = 'torch'") from None
-    return TorchPredictor(load_network(model), device=default_device(use_gpu))
+    return TorchPredictor(load_network(model, network), io, device=default_device(use_gpu))
 
 
 def check_size(shape: tuple[int, ...]) -> None:
@@ -118,20 +134,43 @@ def motion_summary(shifts_px: np.ndarray, axial_um: float, lateral_um: float) ->
             "lateral_max_abs_um": round(float(np.abs(lateral).max()), 3)}
 
 
-def layer_measurements(surfaces_px: dict[str, np.ndarray], axial_um: float) -> dict:
-    """Mean thickness of each layer between its surfaces, in micrometres."""
-    spans = {"inner_segment_um": ("ELM", "ISOS"), "outer_segment_length_um": ("ISOS", "COST"),
-             "rpe_um": ("RPE", "BM")}
-    return {name: round(float(np.mean(surfaces_px[bottom] - surfaces_px[top]) * axial_um), 3)
-            for name, (top, bottom) in spans.items()}
+THICKNESS_SPANS = {"inner_segment_um": ("ELM", "ISOS"),
+                   "outer_segment_length_um": ("ISOS", "COST"), "rpe_um": ("RPE", "BM")}
 
 
-def _npz(prepared, probability, uncertainty, cones_px, tiles) -> bytes:
+def thickness_maps_um(surfaces_px: dict[str, np.ndarray], axial_um: float) -> dict:
+    """Thickness of each layer between its surfaces, (b_scans, a_lines) in micrometres; the
+    sub-pixel surfaces measure finer than counting labelled pixels could."""
+    return {name: (surfaces_px[bottom] - surfaces_px[top]) * axial_um
+            for name, (top, bottom) in THICKNESS_SPANS.items()}
+
+
+def layer_measurements(thickness: dict[str, np.ndarray], grid: tuple[int, int],
+                       pixel_um: tuple[float, float]) -> dict:
+    """Mean of each thickness map over the whole field and over the same grid (columns x rows)
+    of regions as the cone measurements; ``pixel_um`` is (B-scan pitch, A-line spacing)."""
+    columns, rows = grid
+    b_scans, a_lines = next(iter(thickness.values())).shape
+    regions = []
+    for row in range(rows):
+        for column in range(columns):
+            b = slice(row * b_scans // rows, (row + 1) * b_scans // rows)
+            a = slice(column * a_lines // columns, (column + 1) * a_lines // columns)
+            origin_um = [a.start * pixel_um[1], b.start * pixel_um[0]]
+            regions.append({"row": row, "column": column, "origin_um": origin_um,
+                            **{name: round(float(m[b, a].mean()), 3)
+                               for name, m in thickness.items()}})
+    return {**{name: round(float(m.mean()), 3) for name, m in thickness.items()},
+            "regions": regions}
+
+
+def _npz(prepared, probability, uncertainty, cones_px, tiles, thickness, **arrays) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, shifts_px=prepared.shifts_px, cone_probability=probability,
                         cone_uncertainty=uncertainty, cones_px=cones_px,
                         tiles=np.array([[t["row_px"], t["column_px"], t["mean_uncertainty"]]
-                                        for t in tiles]),
+                                        for t in tiles]), **arrays,
+                        **{f"thickness_{k}": v for k, v in thickness.items()},
                         **{f"surface_{k}_px": v for k, v in prepared.surfaces_px.items()},
                         **{f"enface_{k}": v for k, v in prepared.enface.items()})
     return buffer.getvalue()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from gpu.predictor import NetworkIO
+
 CHANNELS = ("ISOS", "COST")
 FEATURES = (16, 16, 32, 32, 64, 16)
 DROPOUT = 0.1
+IO = NetworkIO(in_channels=len(CHANNELS), out_channels=1, patch_px=(64, 64))
 TARGET_RADIUS_PX = 1.5
 PEAK_THRESHOLD = 0.5
 
@@ -20,7 +23,7 @@ PEAK_THRESHOLD = 0.5
 def build_network():
     from monai.networks.nets import BasicUNet
 
-    return BasicUNet(spatial_dims=2, in_channels=len(CHANNELS), out_channels=1,
+    return BasicUNet(spatial_dims=2, in_channels=IO.in_channels, out_channels=IO.out_channels,
                      features=FEATURES, dropout=DROPOUT)
 
 

@@ -24,6 +24,7 @@ HUBER_PX = 0.5       # residuals beyond this are down-weighted
 # A neighbour pair is doubtful when its peak is weak and its shift far from its neighbours'.
 # (Not caught: a strong wrong peak one cone spacing away, where the mosaic is regular.)
 DOUBT_STRENGTH, DOUBT_DEVIATION_PX, DOUBT_NEIGHBOURS, DOUBT_RADIUS_PX = 0.7, 2.0, 3, 2
+ARBITER_RADIUS_PX = 1
 
 
 def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int,
@@ -47,6 +48,7 @@ def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int,
     corr = xp.fft.irfft(pooled, size)
     # Lags -max_shift..max_shift, in order.
     window = xp.concatenate([corr[:, size - max_shift:], corr[:, : max_shift + 1]], axis=1)
+    scale = xp.abs(window).mean(axis=1) + 1e-12   # before masking: strengths stay comparable
     if centre is not None:
         lags = xp.arange(-max_shift, max_shift + 1)[None, :]
         allowed = xp.abs(lags - xp.asarray(centre)[:, None]) <= radius
@@ -55,8 +57,7 @@ def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int,
     rows = xp.arange(window.shape[0])
     left, centre, right = window[rows, peak - 1], window[rows, peak], window[rows, peak + 1]
     shift = peak - max_shift + parabola_offset(left, centre, right, xp)
-    strength = centre / (xp.abs(window).mean(axis=1) + 1e-12)
-    return shift, strength
+    return shift, centre / scale
 
 
 def estimate_shifts(profile_sets, xp: ModuleType, *, max_lag: int = 1,
@@ -80,16 +81,43 @@ def estimate_shifts(profile_sets, xp: ModuleType, *, max_lag: int = 1,
 
 def _recheck_doubtful_pairs(profile_sets, xp: ModuleType, shift: np.ndarray,
                             strength: np.ndarray, max_shift: int) -> np.ndarray:
-    """Search again, near its neighbours' motion, a pair whose peak is weak and whose shift
-    is far from its neighbours'. A real jump (a microsaccade) usually keeps a strong peak."""
+    """Decide again a pair whose peak is weak and whose shift is far from its neighbours'.
+
+    Either the eye jumped (a microsaccade: the shift is real) or speckle and a regular mosaic
+    made a wrong peak win. B-scans two apart straddle the same gap, so they arbitrate: under
+    each hypothesis (the far shift, or the best peak near the neighbours' motion) the two
+    pairs (b-1, b+1) and (b, b+2) must show the neighbour's shift plus this one, and the
+    hypothesis whose expected peaks are stronger there wins.
+    """
     local = _running_median(shift, DOUBT_NEIGHBOURS)
     doubtful = ((strength < DOUBT_STRENGTH * np.median(strength))
                 & (np.abs(shift - local) > DOUBT_DEVIATION_PX))
-    if not doubtful.any():
+    if not doubtful.any() or len(shift) < 3:
         return shift
-    rechecked, _ = relative_shifts(profile_sets, xp, 1, max_shift,
-                                   centre=np.rint(local).astype(int), radius=DOUBT_RADIUS_PX)
-    return np.where(doubtful, _cpu(rechecked), shift)
+    nearby, _ = relative_shifts(profile_sets, xp, 1, max_shift,
+                                centre=np.rint(local).astype(int), radius=DOUBT_RADIUS_PX)
+    nearby = _cpu(nearby)
+    far_support = _two_apart_support(profile_sets, xp, shift, shift, max_shift)
+    near_support = _two_apart_support(profile_sets, xp, shift, nearby, max_shift)
+    return np.where(doubtful & (near_support > far_support), nearby, shift)
+
+
+def _two_apart_support(profile_sets, xp: ModuleType, shift: np.ndarray,
+                       hypothesis: np.ndarray, max_shift: int) -> np.ndarray:
+    """For each gap b (between B-scans b and b+1): the correlation strength of the two pairs
+    two apart that straddle it, each searched where ``hypothesis[b]`` puts its peak."""
+    gaps = len(shift)
+    # Pair i of lag 2 joins B-scans i and i+2: it straddles gaps i and i+1.
+    as_first_gap = hypothesis[:-1] + shift[1:]    # pair i = b: expected s_b + s_b+1
+    as_second_gap = shift[:-1] + hypothesis[1:]   # pair i = b-1: expected s_b-1 + s_b
+    support = np.zeros(gaps)
+    for expected, straddled in ((as_first_gap, slice(0, gaps - 1)),
+                                (as_second_gap, slice(1, gaps))):
+        _, found = relative_shifts(profile_sets, xp, 2, max_shift,
+                                   centre=np.rint(expected).astype(int),
+                                   radius=ARBITER_RADIUS_PX)
+        support[straddled] += _cpu(found)
+    return support
 
 
 def _running_median(values: np.ndarray, half: int) -> np.ndarray:

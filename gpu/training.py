@@ -1,58 +1,90 @@
-"""Training and scoring the cone network on synthetic phantoms (never on evaluation seeds).
+"""Training and scoring the networks on synthetic phantoms (never on evaluation seeds).
 
-A sample is a phantom run through the same preprocessing as the pipeline, so the network learns
-on the en-face images it will see, motion-correction imperfections included. The target marks
-each true cone where it actually appears in that corrected en-face image.
+A sample is a phantom run through the same preprocessing as the pipeline, so the networks learn
+on the images they will see, motion-correction imperfections included. The targets are the
+truth where it actually appears in the corrected volume: each true cone in the corrected en-face
+image, and the layers between the true surfaces moved by the correction that was applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from gpu.cone_model import build_network, centroids, cone_target, network_input
-from gpu.phantom import PhantomSpec, make_phantom
-from gpu.predictor import PATCH_PX, Predictor
+from gpu import cone_model, layer_model
+from gpu.cone_model import cone_target
+from gpu.phantom import Phantom, PhantomSpec, make_phantom
 from gpu.preprocess import Preprocessed, preprocess
-from gpu.quantify import match_detections, mosaic_metrics
+from gpu.scoring import preprocessing_errors
 
-BORDER_PX = 4            # cones this close to the edge are not scored (half-imaged)
-MATCH_RADIUS_NND = 0.75  # matching radius as a fraction of the true mean NND
+LAYER_B_SCAN_STEP = 4    # neighbouring B-scans look alike: every 4th is enough to learn from
 
 
 @dataclass
-class ConeSample:
+class PhantomSample:
     spec: PhantomSpec
-    image: np.ndarray            # network input (channels, rows, columns)
+    image: np.ndarray            # cone network input (channels, rows, columns)
     target: np.ndarray           # (rows, columns) cone mask
     truth_px: np.ndarray         # (n, 2) true cone (row, column) in the en-face image
     pixel_um: tuple[float, float]
+    b_scans: np.ndarray          # layer network input (n, 1, depth, a_lines), every 4th B-scan
+    layer_labels: np.ndarray     # (n, depth, a_lines) true layer classes of those B-scans
+    preprocessing_errors: dict   # surfaces and motion against the truth (gpu/scoring.py)
 
 
 def phantom_spec(seed: int) -> PhantomSpec:
-    """Varied phantoms: eccentricity 1.5–8°, noise, motion amplitude, size."""
+    """Varied phantoms: eccentricity 1.5–8°, noise, motion amplitude, mosaic disorder, size."""
     rng = np.random.default_rng(10_000 + seed)
     size = int(rng.choice([96, 128, 160]))
     return PhantomSpec(seed=seed, b_scans=size, a_lines=size, depth=160,
                        eccentricity_deg=float(rng.uniform(1.5, 8.0)),
                        noise=float(rng.uniform(0.04, 0.15)),
                        motion_um=float(rng.uniform(1.0, 4.0)),
-                       axial_motion_um=float(rng.uniform(2.0, 6.0)))
+                       axial_motion_um=float(rng.uniform(2.0, 6.0)),
+                       jitter=float(rng.uniform(0.2, 0.3)))
 
 
-def make_sample(spec: PhantomSpec) -> ConeSample:
+def prepare(spec: PhantomSpec) -> tuple[Phantom, Preprocessed]:
+    """A phantom and the pipeline's preprocessing of it."""
     phantom = make_phantom(spec)
+    return phantom, preprocess(phantom.voxels, (spec.lateral_spacing_um / 1000,
+                                                spec.axial_spacing_um / 1000,
+                                                spec.lateral_spacing_um / 1000))
+
+
+def make_sample(spec: PhantomSpec) -> PhantomSample:
+    phantom, prepared = prepare(spec)
     pitch_um = spec.lateral_spacing_um
-    prepared = preprocess(phantom.voxels, (pitch_um / 1000, spec.axial_spacing_um / 1000,
-                                           spec.lateral_spacing_um / 1000))
     truth = true_positions_px(phantom.cones_um, phantom.shifts_um, prepared, pitch_um,
                               spec.lateral_spacing_um)
     shape = prepared.enface["ISOS"].shape
-    return ConeSample(spec=spec, image=network_input(prepared.enface),
-                      target=cone_target(shape, truth), truth_px=truth,
-                      pixel_um=(pitch_um, spec.lateral_spacing_um))
+    every = slice(None, None, LAYER_B_SCAN_STEP)
+    true_surfaces = true_surfaces_px(phantom, prepared)
+    labels = layer_model.labels_from_surfaces(true_surfaces, prepared.corrected.shape[1])
+    return PhantomSample(spec=spec, image=cone_model.network_input(prepared.enface),
+                         target=cone_target(shape, truth), truth_px=truth,
+                         pixel_um=(pitch_um, spec.lateral_spacing_um),
+                         b_scans=layer_model.network_input(prepared.corrected[every]),
+                         layer_labels=labels[every],
+                         preprocessing_errors=preprocessing_errors(phantom, prepared,
+                                                                   true_surfaces))
+
+
+def true_surfaces_px(phantom: Phantom, prepared: Preprocessed) -> dict[str, np.ndarray]:
+    """Where each true surface lies in the corrected volume.
+
+    Correction moved B-scan b's content by the estimated (axial, lateral) shift, so a feature
+    the scanner recorded at (z, x) now lies at (z - sz, x - sx).
+    """
+    a_lines = np.arange(prepared.corrected.shape[2], dtype=float)
+    moved = {}
+    for name, observed in phantom.surfaces_px.items():
+        moved[name] = np.stack([
+            np.interp(a_lines + sx, a_lines, observed[b]) - sz
+            for b, (sz, sx) in enumerate(prepared.shifts_px)])
+    return moved
 
 
 def true_positions_px(cones_um: np.ndarray, shifts_um: np.ndarray, prepared: Preprocessed,
@@ -70,41 +102,65 @@ def true_positions_px(cones_um: np.ndarray, shifts_um: np.ndarray, prepared: Pre
     return np.column_stack([rows, columns])
 
 
-def train(samples: list[ConeSample], *, iterations: int = 600, batch_size: int = 16,
-          seed: int = 0, log: Callable[[str], None] = print):
-    """Train the cone network deterministically; return it (on the CPU)."""
+def train(name: str, samples: list[PhantomSample], *, iterations: int = 400,
+          batch_size: int = 16, seed: int = 0, log: Callable[[str], None] = print):
+    """Train network ``name`` ("cones" or "layers") deterministically; return it (on the CPU)."""
     import torch
     from monai.losses import DiceCELoss
 
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(seed)
-    network = build_network()
+    if name == "cones":
+        network, next_batch = cone_model.build_network(), _cone_batch
+        loss_fn = DiceCELoss(sigmoid=True)
+    else:
+        network, next_batch = layer_model.build_network(), _layer_batch
+        loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
     optimiser = torch.optim.Adam(network.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, iterations)
-    loss_fn = DiceCELoss(sigmoid=True)
     network.train()
     for iteration in range(1, iterations + 1):
-        images, targets = _batch(samples, batch_size, rng)
+        images, targets = next_batch(samples, batch_size, rng)
         optimiser.zero_grad()
         loss = loss_fn(network(torch.from_numpy(images)), torch.from_numpy(targets))
         loss.backward()
         optimiser.step()
         schedule.step()
         if iteration % 100 == 0 or iteration == 1:
-            log(f"iteration {iteration}/{iterations}: loss {loss.item():.4f}")
+            log(f"{name}: iteration {iteration}/{iterations}: loss {loss.item():.4f}")
     return network.eval()
 
 
-def _batch(samples: list[ConeSample], size: int, rng: np.random.Generator):
+def _crop(shape: tuple[int, int], patch: tuple[int, int], rng: np.random.Generator):
+    r = int(rng.integers(0, max(shape[0] - patch[0], 0) + 1))
+    c = int(rng.integers(0, max(shape[1] - patch[1], 0) + 1))
+    return slice(r, r + patch[0]), slice(c, c + patch[1])
+
+
+def _layer_batch(samples: list[PhantomSample], size: int, rng: np.random.Generator):
+    """B-scan patches; flipped left-right at random (B-scans have an up, so no rotations)."""
     images, targets = [], []
     for _ in range(size):
         sample = samples[rng.integers(len(samples))]
-        rows, columns = sample.target.shape
-        r = rng.integers(0, rows - PATCH_PX + 1)
-        c = rng.integers(0, columns - PATCH_PX + 1)
-        image = sample.image[:, r:r + PATCH_PX, c:c + PATCH_PX]
-        target = sample.target[None, r:r + PATCH_PX, c:c + PATCH_PX]
+        b = int(rng.integers(len(sample.b_scans)))
+        rows, columns = _crop(sample.layer_labels.shape[1:], layer_model.IO.patch_px, rng)
+        image = sample.b_scans[b][:, rows, columns]
+        target = sample.layer_labels[b][None, rows, columns]
+        if rng.integers(2):
+            image, target = image[:, :, ::-1], target[:, :, ::-1]
+        images.append(np.ascontiguousarray(image))
+        targets.append(np.ascontiguousarray(target))
+    return np.stack(images).astype(np.float32), np.stack(targets).astype(np.float32)
+
+
+def _cone_batch(samples: list[PhantomSample], size: int, rng: np.random.Generator):
+    images, targets = [], []
+    for _ in range(size):
+        sample = samples[rng.integers(len(samples))]
+        rows, columns = _crop(sample.target.shape, cone_model.IO.patch_px, rng)
+        image = sample.image[:, rows, columns]
+        target = sample.target[None, rows, columns]
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
         image, target = np.rot90(image, turns, (1, 2)), np.rot90(target, turns, (1, 2))
         if flip:
@@ -112,42 +168,3 @@ def _batch(samples: list[ConeSample], size: int, rng: np.random.Generator):
         images.append(np.ascontiguousarray(image))
         targets.append(np.ascontiguousarray(target))
     return np.stack(images).astype(np.float32), np.stack(targets).astype(np.float32)
-
-
-def score(predictor: Predictor, samples: Iterable[ConeSample]) -> list[dict]:
-    """Detection and mosaic metrics against the truth, one row per sample."""
-    rows = []
-    for sample in samples:
-        detected = centroids(predictor.predict(sample.image))
-        shape = sample.target.shape
-        truth, found = _inside(sample.truth_px, shape), _inside(detected, shape)
-        to_um = np.array(sample.pixel_um)
-        field = ((shape[1] - 2 * BORDER_PX) * to_um[1], (shape[0] - 2 * BORDER_PX) * to_um[0])
-        true_metrics = mosaic_metrics(_xy_um(truth, to_um), field)
-        found_metrics = mosaic_metrics(_xy_um(found, to_um), field)
-        radius = MATCH_RADIUS_NND * true_metrics["nnd_mean_um"]
-        match = match_detections(_xy_um(found, to_um), _xy_um(truth, to_um), radius)
-        density_error = ((found_metrics["cone_density_per_mm2"] or 0)
-                         / true_metrics["cone_density_per_mm2"] - 1)
-        rows.append({
-            "seed": sample.spec.seed, "eccentricity_deg": round(sample.spec.eccentricity_deg, 2),
-            "noise": round(sample.spec.noise, 3), "motion_um": round(sample.spec.motion_um, 2),
-            **match,
-            "density_true": true_metrics["cone_density_per_mm2"],
-            "density_found": found_metrics["cone_density_per_mm2"],
-            "density_error_percent": round(100 * density_error, 2),
-            "hexagonal_true": true_metrics["hexagonal_percent"],
-            "hexagonal_found": found_metrics["hexagonal_percent"],
-        })
-    return rows
-
-
-def _inside(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    keep = ((points[:, 0] >= BORDER_PX) & (points[:, 0] < shape[0] - BORDER_PX)
-            & (points[:, 1] >= BORDER_PX) & (points[:, 1] < shape[1] - BORDER_PX))
-    return points[keep] - BORDER_PX
-
-
-def _xy_um(points_px: np.ndarray, to_um: np.ndarray) -> np.ndarray:
-    """(row, column) pixels → (x, y) micrometres."""
-    return np.column_stack([points_px[:, 1] * to_um[1], points_px[:, 0] * to_um[0]])

@@ -1,7 +1,9 @@
 """GPU path (CuPy) against the CPU reference (NumPy). Runs where an NVIDIA GPU is usable.
 
 Tolerances: shifts within 0.05 px, surfaces within 0.05 px (mean) and 0.5 px (worst A-line),
-en-face images within 1e-3 relative (float32 arithmetic, FFT and filter implementations differ).
+en-face images within 1e-3 relative (float32 arithmetic, FFT and filter implementations differ);
+TensorRT fp16 against torch fp32: cone probabilities within 0.02 and the same cone count, layer
+labels differing on under 0.2 % of pixels.
 """
 
 from __future__ import annotations
@@ -36,16 +38,28 @@ def test_tensorrt_fp16_matches_torch_fp32(tmp_path):
     tensorrt = pytest.importorskip("tensorrt")
     del tensorrt
     from appliance.models import load_network, model_record
+    from gpu import cone_model, layer_model
     from gpu.cone_model import centroids
     from gpu.predictor import TensorRTPredictor, TorchPredictor
     from gpu.training import make_sample, phantom_spec
 
     record = model_record()
     sample = make_sample(phantom_spec(21))
-    reference = TorchPredictor(load_network(record), device="cuda").predict(sample.image)
-    engine = TensorRTPredictor(load_network(record), weights_sha256=record.weights_sha256,
-                               cache_dir=tmp_path)
-    fast = engine.predict(sample.image)
-    assert np.abs(fast - reference).max() < 0.02
-    assert len(centroids(fast)) == len(centroids(reference))
-    assert engine.engine_path.exists()  # cached for the next run
+
+    def both(name, module):
+        network = load_network(record, name)
+        reference = TorchPredictor(network, module.IO, device="cuda")
+        engine = TensorRTPredictor(network, module.IO, name=name, cache_dir=tmp_path,
+                                   weights_sha256=record.weights_sha256)
+        assert engine.engine_path.exists()  # cached for the next run
+        return reference, engine
+
+    reference, engine = both("cones", cone_model)
+    slow, fast = reference.predict(sample.image), engine.predict(sample.image)
+    assert np.abs(fast - slow).max() < 0.02
+    assert len(centroids(fast)) == len(centroids(slow))
+
+    reference, engine = both("layers", layer_model)
+    slow = reference.predict_batch(sample.b_scans).argmax(axis=1)
+    fast = engine.predict_batch(sample.b_scans).argmax(axis=1)
+    assert (slow != fast).mean() < 0.002  # labels differ only at a few boundary pixels

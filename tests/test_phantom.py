@@ -40,7 +40,8 @@ def test_cone_density_follows_curcio_and_spacing_is_hexagonal():
         np.fill_diagonal(distances, np.inf)
         nearest = distances.min(axis=1).mean()
         spacing = phantom.summary["cone_spacing_um"]
-        assert 0.75 * spacing < nearest < 1.05 * spacing
+        # A disordered but packed mosaic: neighbours a little closer than the lattice's.
+        assert 0.7 * spacing < nearest < 1.0 * spacing
 
 
 def test_surfaces_are_ordered_and_motion_is_recorded():
