@@ -1,5 +1,6 @@
-"""Preprocessing benchmark: stage timings and peak memory on the CPU for three volume sizes,
-and CuPy against NumPy stage by stage on the same volume when a GPU is usable.
+"""Pipeline benchmark: preprocessing stage timings and peak memory on the CPU for three volume
+sizes, then the two networks (layers on every B-scan, cones with Monte Carlo dropout); on a
+machine with a GPU, CuPy against NumPy stage by stage and TensorRT fp16 against torch fp32.
 
 Usage: python bench/preprocess.py [--sizes 64x160x160,96x200x200] [--gpu-size 512x512x512]
 Each CPU size runs in its own process, which only loads the volume and preprocesses it, so its
@@ -41,7 +42,62 @@ def one_cpu_size(path: str) -> dict:
     # parent's peak (the phantom generation) instead of its own.
     peak = _status_kb("VmHWM")
     return {"volume_mb": voxels.nbytes / 1e6, "seconds": total, "stages": result.seconds,
-            "peak_above_start_mb": max(peak - baseline, 0) / 1e3}
+            "peak_above_start_mb": max(peak - baseline, 0) / 1e3,
+            "networks": network_seconds(result, "cpu")}
+
+
+def network_seconds(result, device: str) -> dict:
+    """The pipeline's two network steps on a preprocessed volume, timed (after the peak was
+    read: importing torch alone outweighs preprocessing's memory)."""
+    from appliance.models import load_network, model_record
+    from gpu import cone_model, layer_model
+    from gpu.predictor import TorchPredictor
+
+    record = model_record()
+    layers = TorchPredictor(load_network(record, "layers"), layer_model.IO, device=device)
+    cones = TorchPredictor(load_network(record, "cones"), cone_model.IO, device=device)
+    start = time.perf_counter()
+    layer_model.segment(layers, result.corrected)
+    middle = time.perf_counter()
+    cones.predict_with_uncertainty(cone_model.network_input(result.enface), samples=6)
+    return {"layers": middle - start, "cones_mc6": time.perf_counter() - middle}
+
+
+def tensorrt_versus_torch(size: str) -> None:
+    """Forward passes of both networks: torch fp32 on CUDA against a TensorRT fp16 engine."""
+    import torch
+
+    from appliance.models import load_network, model_record
+    from gpu import cone_model, layer_model
+    from gpu.predictor import TensorRTPredictor, TorchPredictor
+
+    b, z, x = parse(size)
+    prepared = preprocess(make_phantom(PhantomSpec(seed=2, b_scans=b, depth=z,
+                                                   a_lines=x)).voxels, SPACING, np)
+    inputs = {"layers": layer_model.network_input(prepared.corrected[:32]),
+              "cones": cone_model.network_input(prepared.enface)[None]}
+    record = model_record()
+    print(f"\nTensorRT fp16 vs torch fp32 (CUDA) on {size}, seconds:")
+    with tempfile.TemporaryDirectory() as cache:
+        for name, module in (("layers", layer_model), ("cones", cone_model)):
+            network = load_network(record, name)
+            engines = {"torch fp32": TorchPredictor(network, module.IO, device="cuda"),
+                       "tensorrt fp16": TensorRTPredictor(network, module.IO, name=name,
+                                                          weights_sha256=record.weights_sha256,
+                                                          cache_dir=cache)}
+            seconds, outputs = {}, {}
+            for label, predictor in engines.items():
+                predictor.predict_batch(inputs[name])  # warm-up
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                outputs[label] = predictor.predict_batch(inputs[name])
+                torch.cuda.synchronize()
+                seconds[label] = time.perf_counter() - start
+            difference = np.abs(outputs["torch fp32"] - outputs["tensorrt fp16"]).max()
+            print(f"{name:<8} torch {seconds['torch fp32']:.4f}  tensorrt "
+                  f"{seconds['tensorrt fp16']:.4f}  speed-up "
+                  f"{seconds['torch fp32'] / seconds['tensorrt fp16']:.1f}  max |probability "
+                  f"difference| {difference:.4f}")
 
 
 def _status_kb(field: str) -> int:
@@ -84,7 +140,7 @@ def main() -> None:
         return
     print("CPU preprocessing (NumPy), one process per size:")
     print(f"{'size':<16}{'MB':>8}{'seconds':>9}{'s per MB':>10}{'peak MB':>9}{'x volume':>9}"
-          "  stages")
+          f"{'layers s':>10}{'cones s':>9}  preprocessing stages")
     for size in args.sizes.split(","):
         b, z, x = parse(size)
         with tempfile.TemporaryDirectory() as tmp:
@@ -96,11 +152,19 @@ def main() -> None:
         stages = " ".join(f"{k}={v:.2f}" for k, v in r["stages"].items())
         print(f"{size:<16}{r['volume_mb']:>8.1f}{r['seconds']:>9.2f}"
               f"{r['seconds'] / r['volume_mb']:>10.3f}{r['peak_above_start_mb']:>9.0f}"
-              f"{r['peak_above_start_mb'] / r['volume_mb']:>9.1f}  {stages}")
+              f"{r['peak_above_start_mb'] / r['volume_mb']:>9.1f}"
+              f"{r['networks']['layers']:>10.2f}{r['networks']['cones_mc6']:>9.2f}  {stages}")
+    print("(layers: every B-scan; cones: 6 Monte Carlo dropout passes, the pipeline default)")
     if cupy_or_none() is None:
-        print("\nno usable NVIDIA GPU: CuPy comparison skipped (the CPU path ran)")
+        print("\nno usable NVIDIA GPU: CuPy and TensorRT comparisons skipped (the CPU path ran)")
+        return
+    gpu_versus_cpu(args.gpu_size)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        print("\nTensorRT is not installed (the [gpu] extra): its comparison skipped")
     else:
-        gpu_versus_cpu(args.gpu_size)
+        tensorrt_versus_torch(args.gpu_size)
 
 
 if __name__ == "__main__":
