@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
-from appliance.models import ModelRecord, load_network
+from appliance.models import ModelRecord, load_network, network_module
 from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
@@ -105,7 +105,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
 
 def make_predictor(network: str, kind: str, model: ModelRecord, store: ObjectStore,
                    use_gpu: bool):
-    io = (cone_model if network == "cones" else layer_model).IO
+    io = network_module(network).IO
     if kind == "tensorrt":
         try:
             return TensorRTPredictor(load_network(model, network), io, name=network,

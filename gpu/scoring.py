@@ -64,9 +64,8 @@ def score_layers(predictor: Predictor, samples: Iterable[PhantomSample]) -> list
     rows = []
     for sample in samples:
         found = np.concatenate([
-            predictor.predict_batch(sample.b_scans[i:i + layer_model.B_SCANS_PER_BATCH])
-            .argmax(axis=1) for i in range(0, len(sample.b_scans),
-                                           layer_model.B_SCANS_PER_BATCH)])
+            layer_model.label(predictor, sample.b_scans[i:i + layer_model.B_SCANS_PER_BATCH])[0]
+            for i in range(0, len(sample.b_scans), layer_model.B_SCANS_PER_BATCH)])
         rows.append({"seed": sample.spec.seed,
                      **{f"dice_{k}": v for k, v in
                         layer_model.dice(found, sample.layer_labels).items()}})
