@@ -65,11 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
             "First retry delay; doubles each retry, with random jitter."),
     Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
     Setting("pipeline", "model_dir", "",
-            "Cone model directory (weights.pt + model_card.json); empty = bundled bootstrap."),
+            "Model directory (weights.pt with both networks + model_card.json); empty = "
+            "bundled bootstrap."),
     Setting("pipeline", "uncertainty_samples", 6,
             "Monte Carlo dropout passes for per-pixel cone uncertainty (1 = none)."),
     Setting("pipeline", "predictor", "torch",
-            "Cone inference: 'torch' (CPU or CUDA) or 'tensorrt' (fp16 engine; needs [gpu])."),
+            "Network inference: 'torch' (CPU or CUDA) or 'tensorrt' (fp16 engines; needs [gpu])."),
     Setting("pipeline", "gpu", "auto",
             "Preprocess with CuPy on an NVIDIA GPU: 'auto' (when one is usable) or 'off'."),
 )

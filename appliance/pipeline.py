@@ -32,7 +32,7 @@ from gpu.xp import array_module
 log = logging.getLogger(__name__)
 
 TILE_PX = 32               # en-face tiles ranked by uncertainty for the review queue
-REGION_GRID = (2, 2)       # columns x rows of regional cone measurements
+REGION_GRID = (2, 2)       # columns x rows of regional cone and layer measurements
 # Below this the motion and layer estimates have too little to work with.
 MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 

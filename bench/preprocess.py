@@ -63,7 +63,7 @@ def network_seconds(result, device: str) -> dict:
     return {"layers": middle - start, "cones_mc6": time.perf_counter() - middle}
 
 
-def tensorrt_versus_torch(size: str) -> None:
+def tensorrt_versus_torch(size: str, prepared) -> None:
     """Forward passes of both networks: torch fp32 on CUDA against a TensorRT fp16 engine."""
     import torch
 
@@ -71,9 +71,6 @@ def tensorrt_versus_torch(size: str) -> None:
     from gpu import cone_model, layer_model
     from gpu.predictor import TensorRTPredictor, TorchPredictor
 
-    b, z, x = parse(size)
-    prepared = preprocess(make_phantom(PhantomSpec(seed=2, b_scans=b, depth=z,
-                                                   a_lines=x)).voxels, SPACING, np)
     inputs = {"layers": layer_model.network_input(prepared.corrected[:32]),
               "cones": cone_model.network_input(prepared.enface)[None]}
     record = model_record()
@@ -108,7 +105,8 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def gpu_versus_cpu(size: str) -> None:
+def gpu_versus_cpu(size: str):
+    """CuPy against NumPy stage by stage; returns the NumPy result for the network bench."""
     cupy = cupy_or_none()
     b, z, x = parse(size)
     voxels = make_phantom(PhantomSpec(seed=2, b_scans=b, depth=z, a_lines=x)).voxels
@@ -127,6 +125,7 @@ def gpu_versus_cpu(size: str) -> None:
                                   for k in cpu.surfaces_px])
     print(f"agreement: max |shift| difference {shift_difference:.4f} px; "
           f"mean |surface| difference {surface_difference:.4f} px")
+    return cpu
 
 
 def main() -> None:
@@ -158,13 +157,13 @@ def main() -> None:
     if cupy_or_none() is None:
         print("\nno usable NVIDIA GPU: CuPy and TensorRT comparisons skipped (the CPU path ran)")
         return
-    gpu_versus_cpu(args.gpu_size)
+    prepared = gpu_versus_cpu(args.gpu_size)
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         print("\nTensorRT is not installed (the [gpu] extra): its comparison skipped")
     else:
-        tensorrt_versus_torch(args.gpu_size)
+        tensorrt_versus_torch(args.gpu_size, prepared)
 
 
 if __name__ == "__main__":

@@ -59,16 +59,10 @@ def segment(predictor: Predictor, volume: np.ndarray) -> tuple[np.ndarray, np.nd
     confidence = np.empty(volume.shape[0], np.float32)
     for start in range(0, volume.shape[0], B_SCANS_PER_BATCH):
         stop = min(start + B_SCANS_PER_BATCH, volume.shape[0])
-        labels[start:stop], confidence[start:stop] = label(
-            predictor, network_input(volume[start:stop]))
+        probabilities = predictor.predict_batch(network_input(volume[start:stop]))
+        labels[start:stop] = probabilities.argmax(axis=1)
+        confidence[start:stop] = probabilities.max(axis=1).mean(axis=(1, 2))
     return labels, confidence
-
-
-def label(predictor: Predictor, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Network inputs (n, 1, depth, a_lines) → labels (n, depth, a_lines) and each B-scan's
-    mean winning probability."""
-    probabilities = predictor.predict_batch(inputs)
-    return probabilities.argmax(axis=1), probabilities.max(axis=1).mean(axis=(1, 2))
 
 
 def dice(found: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:

@@ -63,9 +63,8 @@ def score_layers(predictor: Predictor, samples: Iterable[PhantomSample]) -> list
     """Dice of the layer network's labels against the true layers, one row per sample."""
     rows = []
     for sample in samples:
-        found = np.concatenate([
-            layer_model.label(predictor, sample.b_scans[i:i + layer_model.B_SCANS_PER_BATCH])[0]
-            for i in range(0, len(sample.b_scans), layer_model.B_SCANS_PER_BATCH)])
+        # The sample holds network inputs; standardising them again changes nothing.
+        found, _ = layer_model.segment(predictor, sample.b_scans[:, 0])
         rows.append({"seed": sample.spec.seed,
                      **{f"dice_{k}": v for k, v in
                         layer_model.dice(found, sample.layer_labels).items()}})
