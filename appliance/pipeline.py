@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     if run["manifest"]["model"] != model.manifest_entry():
         raise InvalidInput(f"the run names model {run['manifest']['model']} but this worker "
                            f"has {model.manifest_entry()}; resubmit the case")
+    clock = time.perf_counter()
     try:
         volume = read_volume(instance_paths)
     except VolumeError as error:
@@ -55,14 +57,17 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     except OSError as error:
         raise TransientError(f"a stored instance could not be read ({error})") from None
     check_size(volume.voxels.shape)
+    seconds = {"read_volume": time.perf_counter() - clock}
 
     xp = array_module(prefer_gpu=use_gpu)
     try:
         prepared = preprocess(volume.voxels, volume.spacing_mm, xp)
     except NoPhotoreceptorLayer as error:
         raise InvalidInput(str(error)) from None
+    seconds.update(prepared.seconds)
     log.info("run %s: preprocessed %s on %s in %.1f s", run["run_id"], volume.voxels.shape,
              xp.__name__, sum(prepared.seconds.values()))
+    clock = time.perf_counter()
 
     pitch_um, axial_um, lateral_um = (s * 1000 for s in volume.spacing_mm)
     layer_predictor = make_predictor("layers", predictor_kind, model, store, use_gpu)
@@ -70,17 +75,19 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     # Two independent readings of the same layers: where they part, a person should look.
     agreement = layer_model.dice(layer_labels, layer_model.labels_from_surfaces(
         prepared.surfaces_px, layer_labels.shape[1]))
+    seconds["layers"], clock = time.perf_counter() - clock, time.perf_counter()
 
     predictor = make_predictor("cones", predictor_kind, model, store, use_gpu)
     probability, uncertainty = predictor.predict_with_uncertainty(
         cone_model.network_input(prepared.enface), samples=max(uncertainty_samples, 1))
     cones_px = centroids(probability)
+    seconds["cones"], clock = time.perf_counter() - clock, time.perf_counter()
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
     tiles = tile_uncertainty(uncertainty, TILE_PX)
     thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
     # Next (issue 4): derived OPT, layer SEG, en-face + cone SEG, SR → outbox.
-    return {
+    result = {
         "volume": volume.describe(),
         "device": "gpu" if xp is not np else "cpu",
         "motion": motion_summary(prepared.shifts_px, axial_um, lateral_um),
@@ -92,7 +99,6 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "cone_regions": regional_metrics(cones_um, field_um, REGION_GRID),
         "most_uncertain_tiles": tiles[:5],
         "band_contrast": round(prepared.band_contrast, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in prepared.seconds.items()},
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),
@@ -101,6 +107,9 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
                 layer_labels=layer_labels, b_scan_confidence=b_scan_confidence)),
         },
     }
+    seconds["measurements_and_artifacts"] = time.perf_counter() - clock
+    result["stage_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return result
 
 
 def make_predictor(network: str, kind: str, model: ModelRecord, store: ObjectStore,

@@ -1,8 +1,10 @@
 """Pipeline benchmark: preprocessing stage timings and peak memory on the CPU for three volume
 sizes, then the two networks (layers on every B-scan, cones with Monte Carlo dropout); on a
-machine with a GPU, CuPy against NumPy stage by stage and TensorRT fp16 against torch fp32.
+machine with a GPU, CuPy against NumPy stage by stage, torch AMP and TensorRT fp16 against torch
+fp32, and the whole run from DICOM files on the GPU against the CPU.
 
 Usage: python bench/preprocess.py [--sizes 64x160x160,96x200x200] [--gpu-size 512x512x512]
+                                  [--whole-run-size 256x512x512]
 Each CPU size runs in its own process, which only loads the volume and preprocesses it, so its
 peak RSS is preprocessing's own.
 """
@@ -63,8 +65,9 @@ def network_seconds(result, device: str) -> dict:
     return {"layers": middle - start, "cones_mc6": time.perf_counter() - middle}
 
 
-def tensorrt_versus_torch(size: str, prepared) -> None:
-    """Forward passes of both networks: torch fp32 on CUDA against a TensorRT fp16 engine."""
+def forward_comparison(size: str, prepared) -> None:
+    """Forward passes of both networks on CUDA: torch fp32 against torch AMP (fp16) and, where
+    the [gpu] extra is installed, a TensorRT fp16 engine."""
     import torch
 
     from appliance.models import load_network, model_record
@@ -74,14 +77,24 @@ def tensorrt_versus_torch(size: str, prepared) -> None:
     inputs = {"layers": layer_model.network_input(prepared.corrected[:32]),
               "cones": cone_model.network_input(prepared.enface)[None]}
     record = model_record()
-    print(f"\nTensorRT fp16 vs torch fp32 (CUDA) on {size}, seconds:")
+    try:
+        import tensorrt  # noqa: F401
+        with_tensorrt = True
+    except ImportError:
+        with_tensorrt = False
+        print("\nTensorRT is not installed (the [gpu] extra): its engines are not timed")
+    print(f"\nForward passes on CUDA against torch fp32 on {size} (layers: 32 B-scans; "
+          "cones: the en-face pair), seconds and max |probability difference|:")
     with tempfile.TemporaryDirectory() as cache:
         for name, module in (("layers", layer_model), ("cones", cone_model)):
             network = load_network(record, name)
             engines = {"torch fp32": TorchPredictor(network, module.IO, device="cuda"),
-                       "tensorrt fp16": TensorRTPredictor(network, module.IO, name=name,
-                                                          weights_sha256=record.weights_sha256,
-                                                          cache_dir=cache)}
+                       "torch amp fp16": TorchPredictor(network, module.IO, device="cuda",
+                                                        amp=True)}
+            if with_tensorrt:
+                engines["tensorrt fp16"] = TensorRTPredictor(
+                    network, module.IO, name=name, weights_sha256=record.weights_sha256,
+                    cache_dir=cache)
             seconds, outputs = {}, {}
             for label, predictor in engines.items():
                 predictor.predict_batch(inputs[name])  # warm-up
@@ -90,11 +103,48 @@ def tensorrt_versus_torch(size: str, prepared) -> None:
                 outputs[label] = predictor.predict_batch(inputs[name])
                 torch.cuda.synchronize()
                 seconds[label] = time.perf_counter() - start
-            difference = np.abs(outputs["torch fp32"] - outputs["tensorrt fp16"]).max()
-            print(f"{name:<8} torch {seconds['torch fp32']:.4f}  tensorrt "
-                  f"{seconds['tensorrt fp16']:.4f}  speed-up "
-                  f"{seconds['torch fp32'] / seconds['tensorrt fp16']:.1f}  max |probability "
-                  f"difference| {difference:.4f}")
+            reference = seconds["torch fp32"]
+            print(f"{name:<8} torch fp32 {reference:.4f}" + "".join(
+                f"  {label} {seconds[label]:.4f} (speed-up {reference / seconds[label]:.1f}, "
+                f"difference {np.abs(outputs[label] - outputs['torch fp32']).max():.4f})"
+                for label in engines if label != "torch fp32"))
+
+
+def whole_runs(size: str) -> None:
+    """The pipeline from stored DICOM files to the run's result, GPU and CPU side by side."""
+    from appliance.models import model_record
+    from appliance.phantom_study import write_phantom_study
+    from appliance.pipeline import run_pipeline
+    from appliance.storage import ObjectStore
+
+    b, z, x = parse(size)
+    record = model_record()
+    run = {"run_id": "bench", "manifest": {"model": record.manifest_entry()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Path(tmp) / "study"
+        write_phantom_study(study, PhantomSpec(seed=2, b_scans=b, depth=z, a_lines=x))
+        paths = sorted((study / "dicom").glob("*.dcm"))
+        store = ObjectStore(Path(tmp) / "data")
+        results, wall = {}, {}
+        # The first GPU run pays for the CUDA context, cuDNN and FFT plans: timed on its own.
+        for label, use_gpu in (("gpu cold", True), ("gpu", True), ("cpu", False)):
+            start = time.perf_counter()
+            results[label] = run_pipeline(run, paths, store, record, use_gpu=use_gpu)
+            wall[label] = time.perf_counter() - start
+    print(f"\nWhole run (DICOM files → result) on {size}, seconds:")
+    stages = list(results["cpu"]["stage_seconds"])
+    print(f"{'stage':<28}{'cpu':>9}{'gpu':>9}{'speed-up':>10}")
+    for stage in stages:
+        cpu, gpu = results["cpu"]["stage_seconds"][stage], results["gpu"]["stage_seconds"][stage]
+        print(f"{stage:<28}{cpu:>9.3f}{gpu:>9.3f}{cpu / max(gpu, 1e-3):>10.1f}")
+    print(f"{'wall (gpu cold ' + format(wall['gpu cold'], '.1f') + ' s)':<28}"
+          f"{wall['cpu']:>9.3f}{wall['gpu']:>9.3f}{wall['cpu'] / wall['gpu']:>10.1f}")
+    cpu, gpu = results["cpu"], results["gpu"]
+    print(f"agreement: cones {cpu['cones']['cone_count']} vs {gpu['cones']['cone_count']}, "
+          f"density {cpu['cones']['cone_density_per_mm2']} vs "
+          f"{gpu['cones']['cone_density_per_mm2']} /mm², outer segment "
+          f"{cpu['layers']['outer_segment_length_um']} vs "
+          f"{gpu['layers']['outer_segment_length_um']} µm")
 
 
 def _status_kb(field: str) -> int:
@@ -132,6 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="64x160x160,96x200x200,128x256x256")
     parser.add_argument("--gpu-size", default="128x256x256")
+    parser.add_argument("--whole-run-size", help="the DICOM-to-result run (default: --gpu-size)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -140,7 +191,7 @@ def main() -> None:
     print("CPU preprocessing (NumPy), one process per size:")
     print(f"{'size':<16}{'MB':>8}{'seconds':>9}{'s per MB':>10}{'peak MB':>9}{'x volume':>9}"
           f"{'layers s':>10}{'cones s':>9}  preprocessing stages")
-    for size in args.sizes.split(","):
+    for size in filter(None, args.sizes.split(",")):
         b, z, x = parse(size)
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "volume.npy")
@@ -155,15 +206,11 @@ def main() -> None:
               f"{r['networks']['layers']:>10.2f}{r['networks']['cones_mc6']:>9.2f}  {stages}")
     print("(layers: every B-scan; cones: 6 Monte Carlo dropout passes, the pipeline default)")
     if cupy_or_none() is None:
-        print("\nno usable NVIDIA GPU: CuPy and TensorRT comparisons skipped (the CPU path ran)")
+        print("\nno usable NVIDIA GPU: the GPU comparisons are skipped (the CPU path ran)")
         return
     prepared = gpu_versus_cpu(args.gpu_size)
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        print("\nTensorRT is not installed (the [gpu] extra): its comparison skipped")
-    else:
-        tensorrt_versus_torch(args.gpu_size, prepared)
+    forward_comparison(args.gpu_size, prepared)
+    whole_runs(args.whole_run_size or args.gpu_size)
 
 
 if __name__ == "__main__":

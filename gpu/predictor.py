@@ -16,7 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-WINDOW_BATCH = 16
+WINDOW_BATCH = 16          # sliding windows per forward pass on the CPU
+CUDA_WINDOW_BATCH = 256    # a GPU idles on 16 small windows: fewer, larger passes
+MONTE_CARLO_SEED = 0        # dropout masks are drawn from this, so a run is reproducible
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class TorchPredictor:
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.amp = amp and self.device.type == "cuda"
+        self.window_batch = CUDA_WINDOW_BATCH if self.device.type == "cuda" else WINDOW_BATCH
 
     def _forward(self, images: np.ndarray, dropout: bool) -> np.ndarray:
         from monai.inferers import sliding_window_inference
@@ -66,7 +69,7 @@ class TorchPredictor:
         self.network.train(dropout)  # dropout on: one Monte Carlo sample
         batch = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp):
-            logits = sliding_window_inference(batch, self.io.patch_px, WINDOW_BATCH,
+            logits = sliding_window_inference(batch, self.io.patch_px, self.window_batch,
                                               self.network, overlap=0.25, mode="gaussian")
         self.network.eval()
         return _activate(torch, logits).cpu().numpy()
@@ -79,8 +82,13 @@ class TorchPredictor:
 
     def predict_with_uncertainty(self, image: np.ndarray,
                                  samples: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        draws = np.stack([_squeeze(self._forward(image[None], dropout=True)[0])
-                          for _ in range(samples)])
+        # Seeded draws (the caller's random state kept): one volume gives one result, run after
+        # run, so a re-processed study reproduces the numbers already sent to PACS.
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with self.torch.random.fork_rng(devices=cuda):
+            self.torch.manual_seed(MONTE_CARLO_SEED)
+            draws = np.stack([_squeeze(self._forward(image[None], dropout=True)[0])
+                              for _ in range(samples)])
         return draws.mean(axis=0), draws.std(axis=0)
 
 
@@ -131,7 +139,7 @@ class TensorRTPredictor:
     comes from test-time augmentation instead of Monte Carlo dropout.
     """
 
-    MAX_BATCH = WINDOW_BATCH
+    MAX_BATCH = CUDA_WINDOW_BATCH
 
     def __init__(self, network, io: NetworkIO, *, name: str, weights_sha256: str, cache_dir,
                  fp16: bool = True):
@@ -178,7 +186,8 @@ class TensorRTPredictor:
             config.set_flag(trt.BuilderFlag.FP16)
         shape = (self.io.in_channels, *self.io.patch_px)
         profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, (1, *shape), (8, *shape), (self.MAX_BATCH, *shape))
+        profile.set_shape(INPUT_NAME, (1, *shape), (self.MAX_BATCH, *shape),
+                          (self.MAX_BATCH, *shape))
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(graph, config)
         if serialized is None:

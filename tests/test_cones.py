@@ -98,6 +98,15 @@ def test_monte_carlo_dropout_gives_uncertainty_and_ranked_tiles(samples):
     assert values == sorted(values, reverse=True)
 
 
+def test_monte_carlo_dropout_is_reproducible_and_leaves_the_random_state_alone(samples):
+    predictor = cones()
+    state = torch.random.get_rng_state()
+    first = predictor.predict_with_uncertainty(samples[0].image, samples=3)
+    second = predictor.predict_with_uncertainty(samples[0].image, samples=3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 @pytest.mark.parametrize("name, module", [("cones", cone_model), ("layers", layer_model)])
 def test_the_onnx_export_for_tensorrt_computes_what_torch_does(tmp_path, name, module):
     import onnxruntime

@@ -2,8 +2,10 @@
 
 Tolerances: shifts within 0.05 px, surfaces within 0.05 px (mean) and 0.5 px (worst A-line),
 en-face images within 1e-3 relative (float32 arithmetic, FFT and filter implementations differ);
-TensorRT fp16 against torch fp32: cone probabilities within 0.02 and the same cone count, layer
-labels differing on under 0.2 % of pixels.
+fp16 (TensorRT, or torch AMP) against torch fp32: cone probabilities within 0.02 and the same cone
+count, layer labels differing on under 0.2 % of pixels. The whole run, GPU against CPU: cone count
+and density within 1 %, hexagonality within 2 points, layer thickness means within 0.05 µm, the
+motion within 0.01 µm RMS (the Monte Carlo dropout masks come from different generators).
 """
 
 from __future__ import annotations
@@ -32,6 +34,52 @@ def test_cupy_preprocessing_matches_numpy(seed):
     for name, image in cpu.enface.items():
         relative = np.abs(image - gpu.enface[name]).max() / np.abs(image).max()
         assert relative < 1e-3, name
+
+
+def test_torch_amp_fp16_matches_fp32():
+    from appliance.models import load_network, model_record
+    from gpu import cone_model, layer_model
+    from gpu.cone_model import centroids
+    from gpu.predictor import TorchPredictor
+    from gpu.training import make_sample, phantom_spec
+
+    record, sample = model_record(), make_sample(phantom_spec(21))
+
+    def both(name, module):
+        network = load_network(record, name)
+        return (TorchPredictor(network, module.IO, device="cuda"),
+                TorchPredictor(network, module.IO, device="cuda", amp=True))
+
+    full, half = both("cones", cone_model)
+    slow, fast = full.predict(sample.image), half.predict(sample.image)
+    assert np.abs(fast - slow).max() < 0.02
+    assert len(centroids(fast)) == len(centroids(slow))
+    full, half = both("layers", layer_model)
+    slow = full.predict_batch(sample.b_scans).argmax(axis=1)
+    fast = half.predict_batch(sample.b_scans).argmax(axis=1)
+    assert (slow != fast).mean() < 0.002
+
+
+def test_the_whole_run_on_the_gpu_matches_the_cpu(tmp_path):
+    from appliance.models import model_record
+    from appliance.phantom_study import write_phantom_study
+    from appliance.pipeline import run_pipeline
+    from appliance.storage import ObjectStore
+
+    write_phantom_study(tmp_path / "study", PhantomSpec(seed=3))
+    paths = sorted((tmp_path / "study" / "dicom").glob("*.dcm"))
+    record, store = model_record(), ObjectStore(tmp_path / "data")
+    run = {"run_id": "gpu-test", "manifest": {"model": record.manifest_entry()}}
+    cpu = run_pipeline(run, paths, store, record, use_gpu=False)
+    gpu = run_pipeline(run, paths, store, record, use_gpu=True)
+    assert (cpu["device"], gpu["device"]) == ("cpu", "gpu")
+    for key in ("axial_rms_um", "lateral_rms_um"):
+        assert abs(cpu["motion"][key] - gpu["motion"][key]) < 0.01, key
+    for key in ("cone_count", "cone_density_per_mm2"):
+        assert abs(cpu["cones"][key] / gpu["cones"][key] - 1) < 0.01, key
+    assert abs(cpu["cones"]["hexagonal_percent"] - gpu["cones"]["hexagonal_percent"]) < 2
+    for key in ("inner_segment_um", "outer_segment_length_um", "rpe_um"):
+        assert abs(cpu["layers"][key] - gpu["layers"][key]) < 0.05, key
 
 
 def test_tensorrt_fp16_matches_torch_fp32(tmp_path):
