@@ -65,19 +65,21 @@ def write_opt(voxels: np.ndarray, spacing_mm: tuple[float, float, float], study:
     groups = [range(i, i + 1) for i in range(b_scans)] if split_frames else [range(b_scans)]
     paths = []
     for number, frames in enumerate(groups, start=1):
-        ds = _instance(voxels[frames.start:frames.stop], frames, spacing_mm, study, number,
-                       images_in_acquisition=len(groups))
+        ds = opt_instance(voxels[frames.start:frames.stop], frames, spacing_mm, study, number,
+                          images_in_acquisition=len(groups),
+                          sop_instance_uid=uid_from(study.series_instance_uid, number))
         path = out_dir / f"opt_{number:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
 
 
-def _instance(frames_voxels: np.ndarray, frames: range, spacing_mm, study: OptStudy,
-              instance_number: int, images_in_acquisition: int) -> Dataset:
+def opt_instance(frames_voxels: np.ndarray, frames: range, spacing_mm, study: OptStudy,
+                 instance_number: int, images_in_acquisition: int,
+                 sop_instance_uid: str) -> Dataset:
+    """One OPT instance holding ``frames`` (B-scan indices) of a volume, with full geometry."""
     slice_mm, axial_mm, lateral_mm = spacing_mm
     acquired = study.acquired_at
-    sop_instance_uid = uid_from(study.series_instance_uid, instance_number)
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

@@ -21,10 +21,23 @@ class VolumeError(ValueError):
 
 
 @dataclass(frozen=True)
+class SourceFrame:
+    """Where one B-scan came from: the received instance and, if multi-frame, its frame."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame_number: int | None
+
+
+@dataclass(frozen=True)
 class Volume:
     voxels: np.ndarray                       # (b_scans, depth, a_lines)
     spacing_mm: tuple[float, float, float]   # (between B-scans, axial, lateral)
     frame_of_reference_uid: str | None
+    # The first instance without its pixels (patient, study and equipment for the outputs)
+    # and one SourceFrame per B-scan, so every derived frame can name its source.
+    header: Dataset | None = None
+    source_frames: tuple[SourceFrame, ...] = ()
 
     def describe(self) -> dict:
         return {
@@ -60,7 +73,9 @@ def read_volume(paths: list[Path]) -> Volume:
     slice_spacing = first["slice_spacing"] or first["spacing"][1]
     return Volume(voxels=voxels,
                   spacing_mm=(float(slice_spacing), *map(float, first["spacing"])),
-                  frame_of_reference_uid=first["frame_of_reference_uid"])
+                  frame_of_reference_uid=first["frame_of_reference_uid"],
+                  header=first["header"],
+                  source_frames=tuple(f for part in parts for f in part["source_frames"]))
 
 
 def _read_instance(path: Path, index: int) -> dict:
@@ -86,7 +101,13 @@ def _read_instance(path: Path, index: int) -> dict:
     if spacing is None:
         raise VolumeError(f"instance {label} has no pixel spacing (PixelMeasuresSequence or "
                           "PixelSpacing): measurements in micrometres need it")
+    multi_frame = "NumberOfFrames" in ds
+    source_frames = [SourceFrame(str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")),
+                                 frame + 1 if multi_frame else None)
+                     for frame in range(pixels.shape[0])]
+    del ds.PixelData
     return {
+        "header": ds, "source_frames": source_frames,
         "label": label, "pixels": pixels, "frame_shape": tuple(pixels.shape[1:]),
         "spacing": spacing, "slice_spacing": slice_spacing,
         "order": _order_key(ds, index),

@@ -1,0 +1,85 @@
+"""The run's measurements as a TID 1500 Measurement Report (Comprehensive 3D SR).
+
+One measurement group per region (the whole field first, then the grid), each a rectangle on
+the IS/OS en-face image, with the cone mosaic metrics and the layer thicknesses in UCUM units.
+The SEGs and images the numbers come from are listed as evidence. Per-cone coordinates are
+too many for content items (thousands per field); they stay with the run as a CSV sidecar
+(``cones_csv`` artifact) and the report says where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from dicom import codes
+from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
+
+# Measurement key (as in the run's result) → (concept, unit).
+MEASUREMENTS = {
+    "cone_count": (codes.CONE_COUNT, "count"),
+    "cone_density_per_mm2": (codes.CONE_DENSITY, "per_mm2"),
+    "nnd_mean_um": (codes.NND_MEAN, "um"),
+    "nnd_sd_um": (codes.NND_SD, "um"),
+    "hexagonal_percent": (codes.HEXAGONALITY, "percent"),
+    "inner_segment_um": (codes.INNER_SEGMENT_THICKNESS, "um"),
+    "outer_segment_length_um": (codes.OUTER_SEGMENT_LENGTH, "um"),
+    "rpe_um": (codes.RPE_THICKNESS, "um"),
+}
+
+
+@dataclass(frozen=True)
+class RegionMeasurements:
+    label: str                     # "field" or "region row 1 column 2"
+    rows: tuple[int, int]          # half-open pixel ranges on the en-face image
+    columns: tuple[int, int]
+    values: dict[str, float | None]
+
+
+def measurement_report(regions: list[RegionMeasurements], enface: Dataset,
+                       evidence: list[Dataset], provenance: Provenance) -> hd.sr.Comprehensive3DSR:
+    """The report; ``evidence`` holds every other object of the run (SEGs, derived OPT)."""
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=provenance.uid("observer-device"), name="AOMAS", manufacturer_name=MANUFACTURER,
+        model_name=MODEL_NAME, serial_number=provenance.device_serial_number)
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DEVICE_OBSERVER, observer_identifying_attributes=device))
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=provenance.model_id, version=provenance.model_version)
+    groups = [_group(region, enface, algorithm, provenance) for region in regions]
+    report = hd.sr.MeasurementReport(
+        observation_context=context, procedure_reported=codes.AO_OCT_ANALYSIS,
+        imaging_measurements=groups)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[enface, *evidence], content=report,
+        series_instance_uid=provenance.series_uid("report"),
+        series_number=SERIES_NUMBERS["report"], sop_instance_uid=provenance.uid("report"),
+        instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        contributing_equipment=[provenance.contributing_equipment()])
+    sr.SeriesDescription = "AOMAS photoreceptor measurements"
+    sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
+    return sr
+
+
+def _group(region: RegionMeasurements, enface: Dataset, algorithm,
+           provenance: Provenance) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    (top, bottom), (left, right) = region.rows, region.columns
+    # (column, row) corners of the region's pixels, closed.
+    corners = np.array([[left, top], [right, top], [right, bottom], [left, bottom],
+                        [left, top]], dtype=float)
+    outline = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=corners,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(enface))
+    measurements = [
+        hd.sr.Measurement(name=MEASUREMENTS[key][0], value=float(value),
+                          unit=codes.UNITS[MEASUREMENTS[key][1]], algorithm_id=algorithm)
+        for key, value in region.values.items() if key in MEASUREMENTS and value is not None]
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=provenance.uid("report", region.label), identifier=region.label),
+        referenced_region=outline, finding_type=codes.CONE_PHOTORECEPTOR,
+        finding_sites=[hd.sr.FindingSite(codes.RETINA)], measurements=measurements)

@@ -1,0 +1,89 @@
+"""DICOM SEG objects of a run: the layers on the derived OPT, the cones on an en-face image.
+
+Layers: one segment per slab (inner segments, outer segments, RPE), one SEG frame per B-scan
+and segment, each frame pointing at its derived OPT frame. BINARY by default (the widest viewer
+support); LABELMAP where a destination asks for it. Cones: one *class* segment, "cone
+photoreceptor", on the IS/OS en-face image; thousands of cones do not fit as one segment each
+(shared/research/domain.md §1.6), so their coordinates travel in the SR.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from scipy import ndimage
+
+from dicom import codes
+from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
+
+SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+CONE_RADIUS_PX = 1.0   # each cone centre drawn as a disc this size in the cone SEG
+
+
+def layer_seg(labels: np.ndarray, layer_names: tuple[str, ...], derived: Dataset,
+              provenance: Provenance, segmentation_type: str = "BINARY") -> hd.seg.Segmentation:
+    """``labels`` (b_scans, depth, a_lines): 0 background, i the layer ``layer_names[i - 1]``."""
+    descriptions = [
+        _segment(number, name.replace("_", " "), codes.LAYER_SLABS[name], provenance)
+        for number, name in enumerate(layer_names, start=1)]
+    return _segmentation([derived], labels, descriptions, "layer_seg",
+                         "Photoreceptor layers", provenance, segmentation_type)
+
+
+def cone_seg(cones_px: np.ndarray, enface: Dataset, provenance: Provenance,
+             segmentation_type: str = "BINARY") -> hd.seg.Segmentation:
+    """Cone centres (row, column) on ``enface`` as one class segment."""
+    mask = np.zeros((enface.Rows, enface.Columns), bool)
+    rows, columns = np.rint(cones_px).astype(int).T if len(cones_px) else ([], [])
+    inside = (np.asarray(rows) >= 0) & (np.asarray(rows) < enface.Rows) & \
+             (np.asarray(columns) >= 0) & (np.asarray(columns) < enface.Columns)
+    mask[np.asarray(rows)[inside], np.asarray(columns)[inside]] = True
+    disc = ndimage.generate_binary_structure(2, 1)
+    mask = ndimage.binary_dilation(mask, disc, iterations=int(CONE_RADIUS_PX))
+    description = _segment(1, "cone photoreceptor", codes.CONE_PHOTORECEPTOR, provenance)
+    # The en-face image has no plane position, so highdicom sees no patient coordinate system:
+    # pixel measures (with a nominal slice thickness) and an empty orientation come from us.
+    measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in enface.PixelSpacing],
+                                        slice_thickness=float(enface.PixelSpacing[0]))
+    seg = _segmentation([enface], mask[np.newaxis].astype(np.uint8), [description], "cone_seg",
+                        "Cone photoreceptors", provenance, segmentation_type,
+                        pixel_measures=measures)
+    seg.PatientOrientation = ""
+    return seg
+
+
+def _segment(number: int, label: str, property_type, provenance: Provenance):
+    return hd.seg.SegmentDescription(
+        segment_number=number, segment_label=label,
+        segmented_property_category=codes.ANATOMICAL_STRUCTURE,
+        segmented_property_type=property_type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=provenance.algorithm(),
+        anatomic_regions=[codes.RETINA])
+
+
+def _segmentation(sources, pixel_array, descriptions, kind: str, label: str,
+                  provenance: Provenance, segmentation_type: str,
+                  **options) -> hd.seg.Segmentation:
+    if segmentation_type not in SEGMENTATION_TYPES:
+        raise ValueError(f"segmentation type must be one of {SEGMENTATION_TYPES}, "
+                         f"not {segmentation_type!r}")
+    # LABELMAP is a different SOP class: its own UID, so a destination may hold both.
+    suffix = "" if segmentation_type == "BINARY" else "-labelmap"
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=pixel_array, segmentation_type=segmentation_type,
+        segment_descriptions=descriptions,
+        series_instance_uid=provenance.series_uid(kind + suffix),
+        series_number=SERIES_NUMBERS[kind], sop_instance_uid=provenance.uid(kind + suffix),
+        instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
+        software_versions=provenance.software_version,
+        device_serial_number=provenance.device_serial_number,
+        content_label=label.upper().replace(" ", "_")[:16],
+        content_description=f"AOMAS run {provenance.run_id}"[:64],
+        # Empty frames kept: viewers misplace SEGs that omit them (highdicom #214, OHIF #2833).
+        omit_empty_frames=False,
+        contributing_equipment=[provenance.contributing_equipment()], **options)
+    seg.SeriesDescription = f"AOMAS {label.lower()}"
+    seg.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
+    return seg
