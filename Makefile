@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The peers the tests drive: DCMTK (scanner), dicom3tools (dciodvfy), Redis (scale-out queue).
-DEBIAN_PACKAGES := dcmtk dicom3tools redis-server
+DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench system-packages clean
@@ -23,7 +23,7 @@ demo: $(BIN)/aomas
 
 system-packages:
 	@missing=""; \
-	for tool in storescu echoscu storescp dciodvfy redis-server; do \
+	for tool in storescu echoscu storescp dciodvfy redis-server Orthanc; do \
 	  command -v $$tool >/dev/null || missing="yes"; done; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \

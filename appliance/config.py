@@ -34,6 +34,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("appliance", "data_dir", "var",
             "Directory for everything the appliance writes: database, object store, spool, queue."),
+    Setting("appliance", "device_serial_number", "",
+            "This box's serial in every output's equipment attributes; empty = the host name."),
     Setting("appliance", "log_level", "INFO", "Python log level: DEBUG, INFO, WARNING or ERROR."),
     Setting("dicom", "ae_title", "AOMAS", "Our AE title, the Called AE that scanners address."),
     Setting("dicom", "bind", "0.0.0.0", "Address the DICOM SCP listens on."),
@@ -63,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker", "max_retries", 3, "Retries of a run after a transient error."),
     Setting("worker", "retry_base_seconds", 2.0,
             "First retry delay; doubles each retry, with random jitter."),
+    Setting("worker", "outbox_retry_base_seconds", 5.0,
+            "First delay before re-sending an output a PACS did not take; doubles, with jitter, "
+            "up to an hour."),
+    Setting("worker", "outbox_dead_after_seconds", 86400.0,
+            "An output still not delivered this long after its run finished goes to the dead "
+            "letter (re-send with `aomas outbox retry`)."),
     Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
     Setting("pipeline", "model_dir", "",
             "Model directory (weights.pt with both networks + model_card.json); empty = "
@@ -82,7 +90,14 @@ DESTINATION_KEYS: dict[str, str] = {
     "host": "Host of the PACS (kind = 'dimse').",
     "port": "DICOM port of the PACS (kind = 'dimse').",
     "url": "Base URL of the Orthanc REST API (kind = 'orthanc').",
+    "objects": "Output kinds to send (default all): derived_opt, enface_isos, enface_cost, "
+               "layer_seg, cone_seg, report.",
+    "segmentation": "Layer SEG type for this PACS: 'BINARY' (default) or 'LABELMAP'.",
 }
+
+# What a destination may ask for (appliance/outputs.py builds them; kept here so the
+# configuration needs no DICOM imports).
+OUTPUT_KINDS = ("derived_opt", "enface_isos", "enface_cost", "layer_seg", "cone_seg", "report")
 
 SYSTEM_CONFIG = Path("/etc/aomas/aomas.toml")
 
@@ -193,7 +208,16 @@ def _check_destination(table: dict, path: Path | None) -> dict:
         raise ConfigurationError(f"{path}: every [[destinations]] entry needs a name")
     if kind == "orthanc" and "url" not in table:
         raise ConfigurationError(f"{path}: destination '{table['name']}' needs a url")
-    return {"kind": kind, "ae_title": "PACS", "host": "127.0.0.1", "port": 4242, **table}
+    if table.get("segmentation", "BINARY") not in ("BINARY", "LABELMAP"):
+        raise ConfigurationError(f"{path}: destination '{table['name']}' segmentation must be "
+                                 "'BINARY' or 'LABELMAP'")
+    unknown_kinds = set(table.get("objects", OUTPUT_KINDS)) - set(OUTPUT_KINDS)
+    if unknown_kinds:
+        raise ConfigurationError(f"{path}: destination '{table['name']}' names unknown "
+                                 f"object kind(s) {sorted(unknown_kinds)}; known: "
+                                 f"{', '.join(OUTPUT_KINDS)}")
+    return {"kind": kind, "ae_title": "PACS", "host": "127.0.0.1", "port": 4242,
+            "objects": list(OUTPUT_KINDS), "segmentation": "BINARY", **table}
 
 
 def reference_markdown() -> str:

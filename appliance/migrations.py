@@ -58,3 +58,13 @@ def _accounts(db: sqlite_utils.Database) -> None:
         "disabled": int,
     }, pk="username", not_null={"password_hash", "role"}, defaults={"disabled": 0})
 
+
+
+@migrations(name="0003_outbox_details")
+def _outbox_details(db: sqlite_utils.Database) -> None:
+    # What each row carries (kind, SOP class) and why it is where it is (detail); created_at
+    # starts the clock towards the dead letter.
+    for column, kind in (("kind", str), ("sop_class_uid", str), ("created_at", float),
+                         ("detail", str)):
+        db["outbox"].add_column(column, kind)
+    db["outbox"].create_index(["state", "next_attempt_at"])

@@ -4,7 +4,8 @@ load + validate the volume → preprocess (motion correction, surfaces, en-face)
 layer network's labels on every corrected B-scan, checked against the surfaces) → cones (the
 cone network's probability map, Monte Carlo dropout uncertainty, one centroid per cone) →
 measurements (mosaic, layer thickness, whole field and regions) → QC snapshot and arrays stored
-as artifacts. The DICOM outputs plug in where marked (issue 4).
+as artifacts → DICOM outputs (derived OPT, en-face images, layer and cone SEGs, measurement
+report) stored for the outbox.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ import numpy as np
 
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.models import ModelRecord, load_network, network_module
+from appliance.outputs import (
+    build_outputs,
+    cones_csv,
+    provenance_for,
+    report_regions,
+    store_outputs,
+)
 from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
@@ -40,7 +48,8 @@ MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
                  model: ModelRecord, *, use_gpu: bool = True, predictor_kind: str = "torch",
-                 uncertainty_samples: int = 6) -> dict[str, Any]:
+                 uncertainty_samples: int = 6, segmentation_types: tuple[str, ...] = ("BINARY",),
+                 device_serial_number: str = "") -> dict[str, Any]:
     """Process one run's stored instances; return the result recorded with the run.
 
     Raises ``InvalidInput`` for data that will never process (the run fails at once) and
@@ -86,17 +95,19 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
     tiles = tile_uncertainty(uncertainty, TILE_PX)
     thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
-    # Next (issue 4): derived OPT, layer SEG, en-face + cone SEG, SR → outbox.
+    cones = mosaic_metrics(cones_um, field_um)
+    cone_regions = regional_metrics(cones_um, field_um, REGION_GRID)
+    layers = layer_measurements(thickness, REGION_GRID, (pitch_um, lateral_um))
     result = {
         "volume": volume.describe(),
         "device": "gpu" if xp is not np else "cpu",
         "motion": motion_summary(prepared.shifts_px, axial_um, lateral_um),
-        "layers": layer_measurements(thickness, REGION_GRID, (pitch_um, lateral_um)),
+        "layers": layers,
         "layer_segmentation": {
             "agreement_dice": agreement,
             "least_confident_b_scans": [int(b) for b in np.argsort(b_scan_confidence)[:5]]},
-        "cones": mosaic_metrics(cones_um, field_um),
-        "cone_regions": regional_metrics(cones_um, field_um, REGION_GRID),
+        "cones": cones,
+        "cone_regions": cone_regions,
         "most_uncertain_tiles": tiles[:5],
         "band_contrast": round(prepared.band_contrast, 3),
         "artifacts": {
@@ -105,9 +116,19 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
             "preprocessed_npz": store.put_bytes(_npz(
                 prepared, probability, uncertainty, cones_px, tiles, thickness,
                 layer_labels=layer_labels, b_scan_confidence=b_scan_confidence)),
+            "cones_csv": store.put_bytes(cones_csv(cones_px, pitch_um, lateral_um)),
         },
     }
-    seconds["measurements_and_artifacts"] = time.perf_counter() - clock
+    seconds["measurements_and_artifacts"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    # The DICOM outputs, stored for the outbox: derived OPT, en-face images, SEGs, SR.
+    provenance = provenance_for(run, model.manifest_entry(), device_serial_number)
+    regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers)
+    objects = build_outputs(volume, prepared.corrected, prepared.enface, layer_labels,
+                            layer_model.CLASSES[1:], cones_px, regions, provenance,
+                            segmentation_types)
+    result["outputs"] = store_outputs(objects, store)
+    seconds["dicom_outputs"] = time.perf_counter() - clock
     result["stage_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return result
 

@@ -11,9 +11,9 @@ import logging
 import random
 import threading
 
-from appliance import runs
+from appliance import outbox, runs
 from appliance.config import Config
-from appliance.database import ThreadLocalDatabase
+from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.ingest import Ingest
 from appliance.models import model_record
@@ -25,6 +25,7 @@ from appliance.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.5
+OUTBOX_POLL_SECONDS = 2.0
 
 
 class Worker:
@@ -40,6 +41,7 @@ class Worker:
                              series_idle_seconds=config.dicom.series_idle_seconds,
                              on_run_queued=self.queue.enqueue)
         self._stop = threading.Event()
+        self._outputs_waiting = threading.Event()
         self.consumer = None
 
     def execute(self, run_id: str) -> None:
@@ -52,10 +54,13 @@ class Worker:
         heartbeat = _Heartbeat(self.databases, run_id, self.identity, lease)
         heartbeat.start()
         try:
-            result = run_pipeline(run, self._instance_paths(run), self.store, self.model,
-                                  use_gpu=self.config.pipeline.gpu != "off",
-                                  predictor_kind=self.config.pipeline.predictor,
-                                  uncertainty_samples=self.config.pipeline.uncertainty_samples)
+            result = run_pipeline(
+                run, self._instance_paths(run), self.store, self.model,
+                use_gpu=self.config.pipeline.gpu != "off",
+                predictor_kind=self.config.pipeline.predictor,
+                uncertainty_samples=self.config.pipeline.uncertainty_samples,
+                segmentation_types=outbox.segmentation_types(self.config.destinations),
+                device_serial_number=self.config.appliance.device_serial_number)
         except (InvalidInput, ConfigurationError) as error:  # retrying cannot help
             runs.fail(db, run_id, str(error))
             log.warning("run %s: FAILED: %s", run_id, error)
@@ -66,8 +71,14 @@ class Worker:
             runs.fail(db, run_id, f"internal error ({type(error).__name__}: {error}); "
                       "report it with the run id")
         else:
-            if runs.succeed(db, run_id, self.identity, result):
+            # One transaction: a crash cannot leave a SUCCEEDED run whose outputs never go out.
+            with write_transaction(db):
+                succeeded = runs.succeed(db, run_id, self.identity, result)
+                if succeeded:
+                    outbox.enqueue(db, run_id, result["outputs"], self.config.destinations)
+            if succeeded:
                 log.info("run %s: SUCCEEDED", run_id)
+                self._outputs_waiting.set()
         finally:
             heartbeat.stop()
 
@@ -101,9 +112,11 @@ class Worker:
             backoff=1.15, max_delay=0.1, scheduler_interval=1)
         self.consumer.start()
         threading.Thread(target=self._tick, name="aomas-ticker", daemon=True).start()
+        threading.Thread(target=self._deliver, name="aomas-outbox", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._outputs_waiting.set()
         if self.consumer is not None:
             self.consumer.stop(graceful=True)
 
@@ -118,6 +131,23 @@ class Worker:
                     reconcile(self.databases.get(), self.queue, self.config)
             except Exception:
                 log.exception("ticker: will try again")
+
+
+    def _deliver(self) -> None:
+        """Send due outbox rows: at once when a run has finished, else every few seconds."""
+        while not self._stop.is_set():
+            self._outputs_waiting.wait(OUTBOX_POLL_SECONDS)
+            self._outputs_waiting.clear()
+            if self._stop.is_set() or not self.config.destinations:
+                continue
+            try:
+                outbox.deliver_due(
+                    self.databases.get(), self.store, self.config.destinations,
+                    calling_ae=self.config.dicom.ae_title,
+                    retry_base_seconds=self.config.worker.outbox_retry_base_seconds,
+                    dead_after_seconds=self.config.worker.outbox_dead_after_seconds)
+            except Exception:
+                log.exception("outbox: will try again")
 
 
 class _Heartbeat(threading.Thread):

@@ -19,13 +19,15 @@ from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenanc
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
 CONE_RADIUS_PX = 1.0   # each cone centre drawn as a disc this size in the cone SEG
+LAYER_LABELS = {"inner_segment": "Inner segments", "outer_segment": "Outer segments",
+                "rpe": "RPE"}
 
 
 def layer_seg(labels: np.ndarray, layer_names: tuple[str, ...], derived: Dataset,
               provenance: Provenance, segmentation_type: str = "BINARY") -> hd.seg.Segmentation:
     """``labels`` (b_scans, depth, a_lines): 0 background, i the layer ``layer_names[i - 1]``."""
     descriptions = [
-        _segment(number, name.replace("_", " "), codes.LAYER_SLABS[name], provenance)
+        _segment(number, LAYER_LABELS[name], codes.LAYER_SLABS[name], provenance)
         for number, name in enumerate(layer_names, start=1)]
     return _segmentation([derived], labels, descriptions, "layer_seg",
                          "Photoreceptor layers", provenance, segmentation_type)

@@ -23,6 +23,7 @@ class SendResult:
     path: Path
     status: int | None          # None: no response (association failed or aborted)
     error: str = ""
+    refused: bool = False       # the peer accepts no presentation context for this object
 
     @property
     def ok(self) -> bool:
@@ -78,7 +79,7 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
             try:
                 response = assoc.send_c_store(path)
             except ValueError as error:  # e.g. no accepted context for this SOP class
-                results.append(SendResult(path, None, str(error)))
+                results.append(SendResult(path, None, str(error), refused=True))
                 continue
             # An empty response means no answer arrived: unknown, never success.
             status = int(response.Status) if "Status" in response else None

@@ -5,6 +5,7 @@ Nothing here mocks a peer. Each test that needs the appliance gets its own data 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,12 +67,16 @@ class Box:
             "worker": {"lease_seconds": 3.0, "reconcile_seconds": 1.0,
                        "retry_base_seconds": 0.3},
         }
+        destinations = overrides.pop("destinations", [])
         for dotted, value in overrides.items():
             section, key = dotted.split("__")
             settings.setdefault(section, {})[key] = value
         lines = []
         for section, table in settings.items():
             lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+        for table in destinations:
+            lines.append("[[destinations]]")
             lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
         self.config_path = root / "aomas.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
@@ -204,3 +210,58 @@ def storescu(port: int, *paths: Path | str, aet: str = "STORESCU", extra=()) -> 
     args = [need("storescu"), "-v", "-aet", aet, "-aec", "AOMAS", *extra, "127.0.0.1",
             str(port), *map(str, paths)]
     return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+class Orthanc:
+    """A real Orthanc as the PACS, on free loopback ports, its storage under the test's dir."""
+
+    def __init__(self, root: Path, dicom_port: int | None = None):
+        self.root = root
+        self.dicom_port = dicom_port or free_port()
+        self.http_port = free_port()
+        self.ae_title = "ORTHANC"
+        self.process: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "orthanc.json").write_text(json.dumps({
+            "Name": "aomas-test", "StorageDirectory": str(root / "db"),
+            "IndexDirectory": str(root / "db"), "DicomAet": self.ae_title,
+            "DicomPort": self.dicom_port, "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
+            "Plugins": [], "HttpServerEnabled": True, "StableAge": 1}))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        log = open(self.root / "orthanc.log", "a")
+        self.process = subprocess.Popen([need("Orthanc"), str(self.root / "orthanc.json")],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("Orthanc did not start; see " + str(self.root / "orthanc.log"))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    def instances(self) -> list[dict]:
+        return [self.get(f"/instances/{i}/simplified-tags") for i in self.get("/instances")]
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    pacs = Orthanc(tmp_path / "orthanc")
+    yield pacs
+    pacs.stop()

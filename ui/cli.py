@@ -8,6 +8,7 @@ import threading
 import click
 from werkzeug.serving import make_server
 
+import appliance.outbox_commands  # noqa: F401  (registers `aomas outbox`)
 from appliance.cli import cli, run_demo, wait_for_signal, with_config
 from appliance.config import Config
 from appliance.exceptions import AomasError

@@ -1,0 +1,98 @@
+"""A run's DICOM outputs: which objects, built from what, stored where.
+
+The derived OPT comes first (every other object refers to its geometry), then the en-face
+images, the SEGs and the measurement report. Each object is stored in the object store under
+its checksum; the run's result lists them, and the outbox sends them from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import socket
+from typing import Any
+
+import numpy as np
+from pydicom import dcmwrite
+from pydicom.dataset import Dataset
+
+from appliance.storage import ObjectStore
+from dicom.derived_opt import derived_opt
+from dicom.enface import enface_image
+from dicom.provenance import Provenance
+from dicom.report import RegionMeasurements, measurement_report
+from dicom.segmentation import cone_seg, layer_seg
+from dicom.volume import Volume
+
+
+def provenance_for(run: dict[str, Any], model_entry: dict, device_serial_number: str,
+                   created_at: float | None = None) -> Provenance:
+    pipeline = run["manifest"].get("pipeline", {})
+    software = f"{pipeline.get('package', '0')}+{pipeline.get('commit', 'unknown')[:12]}"
+    when = dt.datetime.fromtimestamp(created_at or run.get("queued_at") or 0, dt.UTC)
+    return Provenance(run_id=run["run_id"], software_version=software,
+                      model_id=model_entry["id"], weights_sha256=model_entry["weights_sha256"],
+                      device_serial_number=device_serial_number or socket.gethostname(),
+                      created_at=when)
+
+
+def build_outputs(volume: Volume, corrected: np.ndarray, enface: dict[str, np.ndarray],
+                  layer_labels: np.ndarray, layer_names: tuple[str, ...], cones_px: np.ndarray,
+                  regions: list[RegionMeasurements], provenance: Provenance,
+                  segmentation_types: tuple[str, ...] = ("BINARY",)) -> list[tuple[str, Dataset]]:
+    """(kind, dataset) for every output of a run, LABELMAP layer SEGs as ``layer_seg_labelmap``."""
+    derived = derived_opt(corrected, volume, provenance)
+    isos = enface_image(enface["ISOS"], "ISOS", derived, provenance)
+    cost = enface_image(enface["COST"], "COST", derived, provenance)
+    objects: list[tuple[str, Dataset]] = [("derived_opt", derived), ("enface_isos", isos),
+                                          ("enface_cost", cost)]
+    for segmentation_type in segmentation_types:
+        kind = "layer_seg" if segmentation_type == "BINARY" else "layer_seg_labelmap"
+        objects.append((kind, layer_seg(layer_labels, layer_names, derived, provenance,
+                                        segmentation_type)))
+    objects.append(("cone_seg", cone_seg(cones_px, isos, provenance)))
+    evidence = [dataset for kind, dataset in objects if kind != "enface_isos"]
+    objects.append(("report", measurement_report(regions, isos, evidence, provenance)))
+    return objects
+
+
+def report_regions(shape: tuple[int, int], grid: tuple[int, int], cones: dict,
+                   cone_regions: list[dict], layers: dict) -> list[RegionMeasurements]:
+    """The field and the grid cells as rectangles on the en-face image (rows = B-scans)."""
+    b_scans, a_lines = shape
+    columns, rows = grid
+    field = RegionMeasurements("field", (0, b_scans), (0, a_lines),
+                               {**cones, **{k: v for k, v in layers.items() if k != "regions"}})
+    regions = [field]
+    for cone_region, layer_region in zip(cone_regions, layers["regions"], strict=True):
+        row, column = cone_region["row"], cone_region["column"]
+        values = {**cone_region, **layer_region}
+        regions.append(RegionMeasurements(
+            f"region row {row + 1} column {column + 1}",
+            (row * b_scans // rows, (row + 1) * b_scans // rows),
+            (column * a_lines // columns, (column + 1) * a_lines // columns),
+            {k: v for k, v in values.items() if isinstance(v, int | float) and
+             k not in ("row", "column")}))
+    return regions
+
+
+def store_outputs(objects: list[tuple[str, Dataset]], store: ObjectStore) -> list[dict]:
+    """Write each object to the store; what the run records about it."""
+    stored = []
+    for kind, dataset in objects:
+        buffer = io.BytesIO()
+        dcmwrite(buffer, dataset, enforce_file_format=True)
+        stored.append({"kind": kind, "sop_class_uid": str(dataset.SOPClassUID),
+                       "sop_instance_uid": str(dataset.SOPInstanceUID),
+                       "series_instance_uid": str(dataset.SeriesInstanceUID),
+                       "sha256": store.put_bytes(buffer.getvalue()),
+                       "bytes": buffer.tell()})
+    return stored
+
+
+def cones_csv(cones_px: np.ndarray, pitch_um: float, lateral_um: float) -> bytes:
+    """The per-cone sidecar: one line per cone, on the IS/OS en-face image and in µm."""
+    lines = ["row_px,column_px,x_um,y_um"]
+    lines += [f"{row:.2f},{column:.2f},{column * lateral_um:.2f},{row * pitch_um:.2f}"
+              for row, column in cones_px]
+    return ("\n".join(lines) + "\n").encode()
