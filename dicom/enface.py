@@ -8,15 +8,14 @@ derived OPT's frame of reference, which lets the cone SEG sit on them pixel for 
 from __future__ import annotations
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     OphthalmicOpticalCoherenceTomographyEnFaceImageStorage,
 )
 
 from dicom import codes
 from dicom.derived_opt import PATIENT_AND_STUDY, frame_of_reference_uid
-from dicom.opt import _ds
+from dicom.opt import _ds, new_dataset
 from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
 
 SURFACE_NAMES = {"ISOS": "IS/OS", "COST": "COST"}
@@ -27,14 +26,7 @@ def enface_image(image: np.ndarray, surface: str, derived: Dataset,
     """``image`` (b_scans, a_lines) projected along ``surface`` of the ``derived`` OPT."""
     kind = f"enface_{surface.lower()}"
     sop_instance_uid = provenance.uid(kind)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = OphthalmicOpticalCoherenceTomographyEnFaceImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = OphthalmicOpticalCoherenceTomographyEnFaceImageStorage
-    ds.SOPInstanceUID = sop_instance_uid
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = new_dataset(OphthalmicOpticalCoherenceTomographyEnFaceImageStorage, sop_instance_uid)
     for keyword in PATIENT_AND_STUDY:
         if keyword in derived:
             setattr(ds, keyword, derived[keyword].value)

@@ -54,6 +54,18 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+def new_dataset(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    """An empty instance of the class, with its file meta (explicit VR little endian)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, sop_instance_uid
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    return ds
+
+
 def write_opt(voxels: np.ndarray, spacing_mm: tuple[float, float, float], study: OptStudy,
               out_dir: Path, *, split_frames: bool = False) -> list[Path]:
     """Write ``voxels`` (b_scans, depth, a_lines; uint16) as one multi-frame OPT instance, or
@@ -81,15 +93,7 @@ def opt_instance(frames_voxels: np.ndarray, frames: range, spacing_mm, study: Op
     slice_mm, axial_mm, lateral_mm = spacing_mm
     acquired = study.acquired_at
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = OphthalmicTomographyImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-
-    ds.SOPClassUID = OphthalmicTomographyImageStorage
-    ds.SOPInstanceUID = sop_instance_uid
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = new_dataset(OphthalmicTomographyImageStorage, sop_instance_uid)
     ds.PatientName, ds.PatientID = study.patient_name, study.patient_id
     ds.PatientBirthDate, ds.PatientSex = "", "O"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study.study_instance_uid, study.series_instance_uid
