@@ -84,13 +84,14 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
         expired = [r for r in rows if now - r["created_at"] > dead_after_seconds]
         for row in expired:
             _record(db, row, DEAD, row["last_status"], now,
-                    f"not delivered within {dead_after_seconds:.0f} s: {row['detail'] or ''}")
+                    f"not delivered within {dead_after_seconds:.0f} s: {row['detail'] or ''}",
+                    attempted=False)
         rows = [r for r in rows if r not in expired]
         if destination["kind"] != "dimse":
             # Orthanc's REST upload is not built yet; the rows wait, visibly.
             for row in rows:
                 _record(db, row, PENDING, None, now, "kind 'orthanc' delivery is not built yet",
-                        retry_at=now + MAX_BACKOFF_SECONDS)
+                        retry_at=now + MAX_BACKOFF_SECONDS, attempted=False)
             continue
         results = send_files([store.path_for(r["object_sha256"]) for r in rows],
                              destination["host"], int(destination["port"]),
@@ -128,11 +129,11 @@ def _outcome(db, row: dict, result: SendResult, now: float, retry_base_seconds: 
 
 
 def _record(db, row: dict, state: str, last_status: str | None, now: float,
-            detail: str | None, retry_at: float | None = None) -> None:
-    attempts = row["attempts"] + (0 if state == DEAD and last_status is None else 1)
+            detail: str | None, retry_at: float | None = None, attempted: bool = True) -> None:
     db["outbox"].update(row["id"], {
         "state": state, "last_status": last_status, "detail": detail, "updated_at": now,
-        "attempts": attempts, "next_attempt_at": retry_at if retry_at is not None else now})
+        "attempts": row["attempts"] + int(attempted),
+        "next_attempt_at": retry_at if retry_at is not None else now})
 
 
 def retry(db: sqlite_utils.Database, *, actor: str, ids: Iterable[int] = (),

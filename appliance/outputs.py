@@ -23,13 +23,15 @@ from dicom.provenance import Provenance
 from dicom.report import RegionMeasurements, measurement_report
 from dicom.segmentation import cone_seg, layer_seg
 from dicom.volume import Volume
+from gpu.quantify import grid_cells
 
 
-def provenance_for(run: dict[str, Any], model_entry: dict, device_serial_number: str,
-                   created_at: float | None = None) -> Provenance:
+def provenance_for(run: dict[str, Any], model_entry: dict,
+                   device_serial_number: str) -> Provenance:
     pipeline = run["manifest"].get("pipeline", {})
     software = f"{pipeline.get('package', '0')}+{pipeline.get('commit', 'unknown')[:12]}"
-    when = dt.datetime.fromtimestamp(created_at or run.get("queued_at") or 0, dt.UTC)
+    # The run's own time, not now: writing the run again gives the same objects.
+    when = dt.datetime.fromtimestamp(run.get("queued_at") or 0, dt.UTC)
     return Provenance(run_id=run["run_id"], software_version=software,
                       model_id=model_entry["id"], weights_sha256=model_entry["weights_sha256"],
                       device_serial_number=device_serial_number or socket.gethostname(),
@@ -59,18 +61,15 @@ def build_outputs(volume: Volume, corrected: np.ndarray, enface: dict[str, np.nd
 def report_regions(shape: tuple[int, int], grid: tuple[int, int], cones: dict,
                    cone_regions: list[dict], layers: dict) -> list[RegionMeasurements]:
     """The field and the grid cells as rectangles on the en-face image (rows = B-scans)."""
-    b_scans, a_lines = shape
-    columns, rows = grid
-    field = RegionMeasurements("field", (0, b_scans), (0, a_lines),
+    field = RegionMeasurements("field", (0, shape[0]), (0, shape[1]),
                                {**cones, **{k: v for k, v in layers.items() if k != "regions"}})
     regions = [field]
-    for cone_region, layer_region in zip(cone_regions, layers["regions"], strict=True):
-        row, column = cone_region["row"], cone_region["column"]
+    cells = grid_cells(shape, grid)
+    for (row, column, b, a), cone_region, layer_region in zip(
+            cells, cone_regions, layers["regions"], strict=True):
         values = {**cone_region, **layer_region}
         regions.append(RegionMeasurements(
-            f"region row {row + 1} column {column + 1}",
-            (row * b_scans // rows, (row + 1) * b_scans // rows),
-            (column * a_lines // columns, (column + 1) * a_lines // columns),
+            f"region row {row + 1} column {column + 1}", (b.start, b.stop), (a.start, a.stop),
             {k: v for k, v in values.items() if isinstance(v, int | float) and
              k not in ("row", "column")}))
     return regions

@@ -35,7 +35,7 @@ from gpu.cone_model import centroids, tile_uncertainty
 from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
-from gpu.quantify import mosaic_metrics, regional_metrics
+from gpu.quantify import grid_cells, mosaic_metrics, regional_metrics
 from gpu.xp import array_module
 
 log = logging.getLogger(__name__)
@@ -179,17 +179,13 @@ def layer_measurements(thickness: dict[str, np.ndarray], grid: tuple[int, int],
                        pixel_um: tuple[float, float]) -> dict:
     """Mean of each thickness map over the whole field and over the same grid (columns x rows)
     of regions as the cone measurements; ``pixel_um`` is (B-scan pitch, A-line spacing)."""
-    columns, rows = grid
-    b_scans, a_lines = next(iter(thickness.values())).shape
+    shape = next(iter(thickness.values())).shape
     regions = []
-    for row in range(rows):
-        for column in range(columns):
-            b = slice(row * b_scans // rows, (row + 1) * b_scans // rows)
-            a = slice(column * a_lines // columns, (column + 1) * a_lines // columns)
-            origin_um = [a.start * pixel_um[1], b.start * pixel_um[0]]
-            regions.append({"row": row, "column": column, "origin_um": origin_um,
-                            **{name: round(float(m[b, a].mean()), 3)
-                               for name, m in thickness.items()}})
+    for row, column, b, a in grid_cells(shape, grid):
+        origin_um = [a.start * pixel_um[1], b.start * pixel_um[0]]
+        regions.append({"row": row, "column": column, "origin_um": origin_um,
+                        **{name: round(float(m[b, a].mean()), 3)
+                           for name, m in thickness.items()}})
     return {**{name: round(float(m.mean()), 3) for name, m in thickness.items()},
             "regions": regions}
 

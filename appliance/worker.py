@@ -132,7 +132,6 @@ class Worker:
             except Exception:
                 log.exception("ticker: will try again")
 
-
     def _deliver(self) -> None:
         """Send due outbox rows: at once when a run has finished, else every few seconds."""
         while not self._stop.is_set():

@@ -15,7 +15,7 @@ from pydicom.uid import (
 
 from dicom import codes
 from dicom.derived_opt import PATIENT_AND_STUDY, frame_of_reference_uid
-from dicom.opt import _ds, new_dataset
+from dicom.opt import decimal_string, new_dataset
 from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
 
 SURFACE_NAMES = {"ISOS": "IS/OS", "COST": "COST"}
@@ -52,7 +52,7 @@ def enface_image(image: np.ndarray, surface: str, derived: Dataset,
 
     measures = derived.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     pitch_mm, lateral_mm = float(measures.SliceThickness), float(measures.PixelSpacing[1])
-    ds.PixelSpacing = [_ds(pitch_mm), _ds(lateral_mm)]
+    ds.PixelSpacing = [decimal_string(pitch_mm), decimal_string(lateral_mm)]
     # Current editions (and highdicom's tables) require the orientation: along a row the A-line
     # axis (+x), down a column the slow axis (the derived OPT's frames step along -z).
     ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]

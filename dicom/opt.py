@@ -44,7 +44,7 @@ def uid_from(*parts: object) -> str:
     return generate_uid(prefix=AOMAS_UID_ROOT, entropy_srcs=[str(p) for p in parts])
 
 
-def _ds(value: float) -> DSfloat:
+def decimal_string(value: float) -> DSfloat:
     return DSfloat(value, auto_format=True)
 
 
@@ -100,7 +100,7 @@ def opt_instance(frames_voxels: np.ndarray, frames: range, spacing_mm, study: Op
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = acquired.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = acquired.strftime("%H%M%S")
     ds.AcquisitionDateTime = acquired.strftime("%Y%m%d%H%M%S")
-    ds.AcquisitionDuration = _ds(0.005 * len(frames))
+    ds.AcquisitionDuration = decimal_string(0.005 * len(frames))
     ds.AcquisitionNumber = 1
     ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
     ds.Modality = "OPT"
@@ -159,9 +159,9 @@ def opt_instance(frames_voxels: np.ndarray, frames: range, spacing_mm, study: Op
     ds.DimensionIndexSequence = [stack_dim, position_dim]
 
     measures, orientation, anatomy = Dataset(), Dataset(), Dataset()
-    measures.PixelSpacing = [_ds(axial_mm), _ds(lateral_mm)]
-    measures.SliceThickness = _ds(slice_mm)
-    measures.SpacingBetweenSlices = _ds(slice_mm)
+    measures.PixelSpacing = [decimal_string(axial_mm), decimal_string(lateral_mm)]
+    measures.SliceThickness = decimal_string(slice_mm)
+    measures.SpacingBetweenSlices = decimal_string(slice_mm)
     orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     anatomy.AnatomicRegionSequence = [retina]
     anatomy.FrameLaterality = study.laterality
@@ -180,8 +180,8 @@ def opt_instance(frames_voxels: np.ndarray, frames: range, spacing_mm, study: Op
         frame_time = acquired + dt.timedelta(milliseconds=5 * b_scan)
         content.FrameAcquisitionDateTime = frame_time.strftime("%Y%m%d%H%M%S.%f")
         content.FrameReferenceDateTime = content.FrameAcquisitionDateTime
-        content.FrameAcquisitionDuration = _ds(5.0)
-        position.ImagePositionPatient = [0, 0, _ds(-b_scan * slice_mm)]
+        content.FrameAcquisitionDuration = decimal_string(5.0)
+        position.ImagePositionPatient = [0, 0, decimal_string(-b_scan * slice_mm)]
         item.FrameContentSequence = [content]
         item.PlanePositionSequence = [position]
         per_frame.append(item)

@@ -37,10 +37,9 @@ def cone_seg(cones_px: np.ndarray, enface: Dataset, provenance: Provenance,
              segmentation_type: str = "BINARY") -> hd.seg.Segmentation:
     """Cone centres (row, column) on ``enface`` as one class segment."""
     mask = np.zeros((enface.Rows, enface.Columns), bool)
-    rows, columns = np.rint(cones_px).astype(int).T if len(cones_px) else ([], [])
-    inside = (np.asarray(rows) >= 0) & (np.asarray(rows) < enface.Rows) & \
-             (np.asarray(columns) >= 0) & (np.asarray(columns) < enface.Columns)
-    mask[np.asarray(rows)[inside], np.asarray(columns)[inside]] = True
+    centres = np.rint(cones_px).astype(int).reshape(-1, 2)
+    inside = (centres >= 0).all(axis=1) & (centres < mask.shape).all(axis=1)
+    mask[tuple(centres[inside].T)] = True
     disc = ndimage.generate_binary_structure(2, 1)
     mask = ndimage.binary_dilation(mask, disc, iterations=int(CONE_RADIUS_PX))
     description = _segment(1, "cone photoreceptor", codes.CONE_PHOTORECEPTOR, provenance)

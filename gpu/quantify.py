@@ -50,6 +50,18 @@ def _hexagonal_percent(points_um: np.ndarray, inner: np.ndarray) -> float | None
     return round(100.0 * float(np.mean(np.array(sides) == 6)), 2)
 
 
+def grid_cells(shape: tuple[int, int], grid: tuple[int, int]):
+    """(row, column, row slice, column slice) of each cell of a columns × rows grid over an
+    image of ``shape``, row by row: the regions every regional measurement uses."""
+    height, width = shape
+    columns, rows = grid
+    for row in range(rows):
+        for column in range(columns):
+            yield (row, column,
+                   slice(row * height // rows, (row + 1) * height // rows),
+                   slice(column * width // columns, (column + 1) * width // columns))
+
+
 def regional_metrics(points_um: np.ndarray, field_um: tuple[float, float],
                      grid: tuple[int, int] = (2, 2)) -> list[dict]:
     """``mosaic_metrics`` for each cell of a columns × rows grid over the field."""

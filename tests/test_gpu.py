@@ -36,28 +36,36 @@ def test_cupy_preprocessing_matches_numpy(seed):
         assert relative < 1e-3, name
 
 
-def test_torch_amp_fp16_matches_fp32():
-    from appliance.models import load_network, model_record
+def fp16_agrees_with_fp32(make_pair) -> None:
+    """Both networks on one held-out phantom; ``make_pair(name, module)`` gives the torch fp32
+    reference and the fp16 predictor under test."""
     from gpu import cone_model, layer_model
     from gpu.cone_model import centroids
-    from gpu.predictor import TorchPredictor
     from gpu.training import make_sample, phantom_spec
 
-    record, sample = model_record(), make_sample(phantom_spec(21))
+    sample = make_sample(phantom_spec(21))
+    full, half = make_pair("cones", cone_model)
+    slow, fast = full.predict(sample.image), half.predict(sample.image)
+    assert np.abs(fast - slow).max() < 0.02
+    assert len(centroids(fast)) == len(centroids(slow))
+    full, half = make_pair("layers", layer_model)
+    slow = full.predict_batch(sample.b_scans).argmax(axis=1)
+    fast = half.predict_batch(sample.b_scans).argmax(axis=1)
+    assert (slow != fast).mean() < 0.002  # labels differ only at a few boundary pixels
 
-    def both(name, module):
+
+def test_torch_amp_fp16_matches_fp32():
+    from appliance.models import load_network, model_record
+    from gpu.predictor import TorchPredictor
+
+    record = model_record()
+
+    def make_pair(name, module):
         network = load_network(record, name)
         return (TorchPredictor(network, module.IO, device="cuda"),
                 TorchPredictor(network, module.IO, device="cuda", amp=True))
 
-    full, half = both("cones", cone_model)
-    slow, fast = full.predict(sample.image), half.predict(sample.image)
-    assert np.abs(fast - slow).max() < 0.02
-    assert len(centroids(fast)) == len(centroids(slow))
-    full, half = both("layers", layer_model)
-    slow = full.predict_batch(sample.b_scans).argmax(axis=1)
-    fast = half.predict_batch(sample.b_scans).argmax(axis=1)
-    assert (slow != fast).mean() < 0.002
+    fp16_agrees_with_fp32(make_pair)
 
 
 def test_the_whole_run_on_the_gpu_matches_the_cpu(tmp_path):
@@ -86,15 +94,11 @@ def test_tensorrt_fp16_matches_torch_fp32(tmp_path):
     tensorrt = pytest.importorskip("tensorrt")
     del tensorrt
     from appliance.models import load_network, model_record
-    from gpu import cone_model, layer_model
-    from gpu.cone_model import centroids
     from gpu.predictor import TensorRTPredictor, TorchPredictor
-    from gpu.training import make_sample, phantom_spec
 
     record = model_record()
-    sample = make_sample(phantom_spec(21))
 
-    def both(name, module):
+    def make_pair(name, module):
         network = load_network(record, name)
         reference = TorchPredictor(network, module.IO, device="cuda")
         engine = TensorRTPredictor(network, module.IO, name=name, cache_dir=tmp_path,
@@ -102,12 +106,4 @@ def test_tensorrt_fp16_matches_torch_fp32(tmp_path):
         assert engine.engine_path.exists()  # cached for the next run
         return reference, engine
 
-    reference, engine = both("cones", cone_model)
-    slow, fast = reference.predict(sample.image), engine.predict(sample.image)
-    assert np.abs(fast - slow).max() < 0.02
-    assert len(centroids(fast)) == len(centroids(slow))
-
-    reference, engine = both("layers", layer_model)
-    slow = reference.predict_batch(sample.b_scans).argmax(axis=1)
-    fast = engine.predict_batch(sample.b_scans).argmax(axis=1)
-    assert (slow != fast).mean() < 0.002  # labels differ only at a few boundary pixels
+    fp16_agrees_with_fp32(make_pair)
