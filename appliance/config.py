@@ -90,6 +90,11 @@ DESTINATION_KEYS: dict[str, str] = {
     "host": "Host of the PACS (kind = 'dimse').",
     "port": "DICOM port of the PACS (kind = 'dimse').",
     "url": "Base URL of the Orthanc REST API (kind = 'orthanc').",
+    "username": "HTTP user for the Orthanc REST API (kind = 'orthanc'); empty = none.",
+    "password_file": "File holding that user's password (kind = 'orthanc'), readable by the "
+                     "worker only; never put the password itself in this file.",
+    "transfer_syntax": "How pixels travel: 'uncompressed' (default), 'rle' or 'jpeg-ls' "
+                       "(both lossless; sent as stored where the PACS or the pixels refuse).",
     "objects": "Output kinds to send (default all): derived_opt, enface_isos, enface_cost, "
                "layer_seg, cone_seg, report.",
     "segmentation": "Layer SEG type for this PACS: 'BINARY' (default) or 'LABELMAP'.",
@@ -98,6 +103,7 @@ DESTINATION_KEYS: dict[str, str] = {
 # What a destination may ask for (appliance/outputs.py builds them; kept here so the
 # configuration needs no DICOM imports).
 OUTPUT_KINDS = ("derived_opt", "enface_isos", "enface_cost", "layer_seg", "cone_seg", "report")
+TRANSFER_SYNTAX_NAMES = ("uncompressed", "rle", "jpeg-ls")  # dicom/transfer_syntax.py maps them
 
 SYSTEM_CONFIG = Path("/etc/aomas/aomas.toml")
 
@@ -166,7 +172,11 @@ def load_config(explicit: str | None = None, environ: dict[str, str] | None = No
         values.setdefault(setting.section, {})[setting.key] = _coerce(setting, value, path)
 
     values["appliance"]["data_dir"] = str(Path(values["appliance"]["data_dir"]).resolve())
-    destinations = tuple(_check_destination(d, path) for d in document.get("destinations", []))
+    destinations = tuple(destination_profile(d, path) for d in document.get("destinations", []))
+    names = [d["name"] for d in destinations]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{path}: two [[destinations]] share a name; the outbox "
+                                 "tells them apart by name")
     sections = {name: SimpleNamespace(**table) for name, table in values.items()}
     return Config(**sections, destinations=destinations,
                   source=str(path) if path else "built-in defaults")
@@ -197,7 +207,8 @@ def _coerce(setting: Setting, value: Any, path: Path | None) -> Any:
         ) from None
 
 
-def _check_destination(table: dict, path: Path | None) -> dict:
+def destination_profile(table: dict, path: Path | None = None) -> dict:
+    """One ``[[destinations]]`` table checked, with every key's default filled in."""
     unknown = set(table) - set(DESTINATION_KEYS)
     if unknown:
         raise ConfigurationError(f"{path}: unknown key(s) {sorted(unknown)} in [[destinations]]")
@@ -211,13 +222,17 @@ def _check_destination(table: dict, path: Path | None) -> dict:
     if table.get("segmentation", "BINARY") not in ("BINARY", "LABELMAP"):
         raise ConfigurationError(f"{path}: destination '{table['name']}' segmentation must be "
                                  "'BINARY' or 'LABELMAP'")
+    if table.get("transfer_syntax", "uncompressed") not in TRANSFER_SYNTAX_NAMES:
+        raise ConfigurationError(f"{path}: destination '{table['name']}' transfer_syntax must "
+                                 f"be one of {', '.join(TRANSFER_SYNTAX_NAMES)}")
     unknown_kinds = set(table.get("objects", OUTPUT_KINDS)) - set(OUTPUT_KINDS)
     if unknown_kinds:
         raise ConfigurationError(f"{path}: destination '{table['name']}' names unknown "
                                  f"object kind(s) {sorted(unknown_kinds)}; known: "
                                  f"{', '.join(OUTPUT_KINDS)}")
     return {"kind": kind, "ae_title": "PACS", "host": "127.0.0.1", "port": 4242,
-            "objects": list(OUTPUT_KINDS), "segmentation": "BINARY", **table}
+            "objects": list(OUTPUT_KINDS), "segmentation": "BINARY",
+            "transfer_syntax": "uncompressed", "username": "", "password_file": "", **table}
 
 
 def reference_markdown() -> str:

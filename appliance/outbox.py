@@ -1,6 +1,8 @@
 """The outbox: every output of a run reaches every destination, once.
 
 One row per (destination, SOP Instance UID), unique, so enqueueing a run again adds nothing.
+Delivery is C-STORE (``kind = "dimse"``) or Orthanc's REST API (``kind = "orthanc"``; HTTP
+answers are mapped the same way, see dicom/orthanc.py), in the destination's transfer syntax.
 A row is ``pending`` until a PACS answers: 0x0000 → ``sent``; a warning (0x0001, 0xBxxx) →
 ``warning`` (stored, the status kept apart from failures); out of resources (0xA7xx), a
 timeout, an aborted or refused association → still ``pending``, tried again after an
@@ -22,7 +24,9 @@ from appliance import audit
 from appliance.database import write_transaction
 from appliance.storage import ObjectStore
 from dicom import status as dimse
+from dicom.orthanc import upload_files
 from dicom.send import SendResult, send_files
+from dicom.transfer_syntax import TRANSFER_SYNTAXES
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +91,8 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
                     f"not delivered within {dead_after_seconds:.0f} s: {row['detail'] or ''}",
                     attempted=False)
         rows = [r for r in rows if r not in expired]
-        if destination["kind"] != "dimse":
-            # Orthanc's REST upload is not built yet; the rows wait, visibly.
-            for row in rows:
-                _record(db, row, PENDING, None, now, "kind 'orthanc' delivery is not built yet",
-                        retry_at=now + MAX_BACKOFF_SECONDS, attempted=False)
-            continue
-        results = send_files([store.path_for(r["object_sha256"]) for r in rows],
-                             destination["host"], int(destination["port"]),
-                             called_ae=destination["ae_title"], calling_ae=calling_ae)
+        results = _send(destination, [store.path_for(r["object_sha256"]) for r in rows],
+                        calling_ae=calling_ae)
         by_path = {str(result.path): result for result in results}
         for row in rows:
             result = by_path[str(store.path_for(row["object_sha256"]))]
@@ -104,9 +101,33 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
     return counts
 
 
+def _send(destination: dict, paths: list, *, calling_ae: str) -> list[SendResult]:
+    syntax = TRANSFER_SYNTAXES[destination["transfer_syntax"]]
+    if destination["kind"] == "orthanc":
+        try:
+            password = _password(destination)
+        except OSError as error:
+            return [SendResult(p, None, f"cannot read password_file: {error.strerror}")
+                    for p in paths]
+        return upload_files(paths, destination["url"], username=destination["username"],
+                            password=password, transfer_syntax=syntax)
+    return send_files(paths, destination["host"], int(destination["port"]),
+                      called_ae=destination["ae_title"], calling_ae=calling_ae,
+                      transfer_syntax=syntax)
+
+
+def _password(destination: dict) -> str:
+    if not destination["password_file"]:
+        return ""
+    with open(destination["password_file"], encoding="utf-8") as file:
+        return file.read().strip()
+
+
 def _outcome(db, row: dict, result: SendResult, now: float, retry_base_seconds: float) -> str:
     status = result.status
     shown = None if status is None else f"0x{status:04X}"
+    if result.http_status is not None:
+        shown = f"HTTP {result.http_status}"
     if status == dimse.SUCCESS:
         _record(db, row, SENT, shown, now, None)
         return SENT

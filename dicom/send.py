@@ -1,4 +1,4 @@
-"""C-STORE files to any SCP: the scanner side of the wire, and the results-to-PACS side later."""
+"""C-STORE files to any SCP: the scanner side of the wire (tests, demo) and results to PACS."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import build_context
 
 from dicom.tcp import set_tcp_nodelay
+from dicom.transfer_syntax import encoded
 
 # Stream each file from disk instead of decoding it into memory first.
 _config.STORE_SEND_CHUNKED_DATASET = True
@@ -23,7 +25,8 @@ class SendResult:
     path: Path
     status: int | None          # None: no response (association failed or aborted)
     error: str = ""
-    refused: bool = False       # the peer accepts no presentation context for this object
+    refused: bool = False       # the peer will not take this object however often we ask
+    http_status: int | None = None  # Orthanc's REST answer, where the object went that way
 
     @property
     def ok(self) -> bool:
@@ -44,8 +47,13 @@ def dicom_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOMAS",
-               calling_ae: str = "AOMAS-SEND", max_pdu_bytes: int = 0) -> list[SendResult]:
-    """Send every file over one association; files that are not DICOM are reported, not sent."""
+               calling_ae: str = "AOMAS-SEND", max_pdu_bytes: int = 0,
+               transfer_syntax: str = "") -> list[SendResult]:
+    """Send every file over one association; files that are not DICOM are reported, not sent.
+
+    With ``transfer_syntax`` (a compressed one), each SOP class is proposed in it and, in a
+    context of its own, as stored; a file goes re-encoded where the peer accepted the syntax
+    and its pixels allow, else as stored."""
     results: list[SendResult] = []
     headers: list[tuple[Path, str, str]] = []
     for path in paths:
@@ -59,7 +67,11 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
     if not headers:
         return results
 
-    pairs = sorted({(sop_class, syntax) for _, sop_class, syntax in headers})
+    wanted = UID(transfer_syntax) if transfer_syntax else None
+    pairs = {(sop_class, syntax) for _, sop_class, syntax in headers}
+    if wanted is not None and wanted.is_compressed:
+        pairs |= {(sop_class, wanted) for _, sop_class, _ in headers}
+    pairs = sorted(pairs)
     if len(pairs) > MAX_CONTEXTS:
         raise ValueError(f"{len(pairs)} SOP class / transfer syntax pairs; at most "
                          f"{MAX_CONTEXTS} fit in one association")
@@ -71,14 +83,17 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
         reason = "association rejected" if assoc.is_rejected else "no association"
         return results + [SendResult(p, None, f"{reason} by {host}:{port}")
                           for p, _, _ in headers]
+    accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     try:
-        for path, _, _ in headers:
+        for path, sop_class, _ in headers:
             if not assoc.is_established:
                 results.append(SendResult(path, None, "association ended"))
                 continue
             try:
-                response = assoc.send_c_store(path)
-            except ValueError as error:  # e.g. no accepted context for this SOP class
+                dataset = encoded(path, wanted) if (sop_class, wanted) in accepted else None
+                response = assoc.send_c_store(path if dataset is None else dataset)
+            except (ValueError, RuntimeError, NotImplementedError) as error:
+                # No accepted context for this SOP class, or pixels the encoder cannot take.
                 results.append(SendResult(path, None, str(error), refused=True))
                 continue
             # An empty response means no answer arrived: unknown, never success.

@@ -5,21 +5,19 @@ Nothing here mocks a peer. Each test that needs the appliance gets its own data 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.local_pacs import LocalOrthanc, free_port
 from appliance.phantom_study import write_phantom_study
 from dicom.send import probe
 from gpu.phantom import PhantomSpec
@@ -35,12 +33,6 @@ def need(tool: str) -> str:
     if path is None:
         pytest.fail(f"{tool} is not installed; run `make test`, which installs it")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toml_value(value) -> str:
@@ -212,49 +204,39 @@ def storescu(port: int, *paths: Path | str, aet: str = "STORESCU", extra=()) -> 
     return subprocess.run(args, capture_output=True, text=True, timeout=300)
 
 
-class Orthanc:
+@pytest.fixture(scope="session")
+def run_outputs(tmp_path_factory) -> dict:
+    """One run of a small phantom through the pipeline, its outputs in an object store (both
+    layer SEG types), and the same run written a second time."""
+    import io
+
+    import numpy as np
+
+    from appliance.models import model_record
+    from appliance.pipeline import run_pipeline
+    from appliance.storage import ObjectStore
+
+    root = tmp_path_factory.mktemp("outputs")
+    write_phantom_study(root / "study", PhantomSpec(seed=7, **SMALL))
+    paths = sorted((root / "study" / "dicom").glob("*.dcm"))
+    record, store = model_record(), ObjectStore(root / "data")
+    run = {"run_id": "r" * 32, "queued_at": 1_800_000_000.0,
+           "manifest": {"model": record.manifest_entry(),
+                        "pipeline": {"package": "0.1.0", "commit": "abc"}}}
+    result = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
+    again = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
+    objects = {o["kind"]: store.path_for(o["sha256"]) for o in result["outputs"]}
+    npz = np.load(io.BytesIO(store.path_for(result["artifacts"]["preprocessed_npz"])
+                             .read_bytes()))
+    return {"result": result, "again": again, "objects": objects, "npz": npz,
+            "store": store, "run_id": run["run_id"]}
+
+
+class Orthanc(LocalOrthanc):
     """A real Orthanc as the PACS, on free loopback ports, its storage under the test's dir."""
 
-    def __init__(self, root: Path, dicom_port: int | None = None):
-        self.root = root
-        self.dicom_port = dicom_port or free_port()
-        self.http_port = free_port()
-        self.ae_title = "ORTHANC"
-        self.process: subprocess.Popen | None = None
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "orthanc.json").write_text(json.dumps({
-            "Name": "aomas-test", "StorageDirectory": str(root / "db"),
-            "IndexDirectory": str(root / "db"), "DicomAet": self.ae_title,
-            "DicomPort": self.dicom_port, "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
-            "Plugins": [], "HttpServerEnabled": True, "StableAge": 1}))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        log = open(self.root / "orthanc.log", "a")
-        self.process = subprocess.Popen([need("Orthanc"), str(self.root / "orthanc.json")],
-                                        stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                self.get("/system")
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("Orthanc did not start; see " + str(self.root / "orthanc.log"))
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())
+        return self.client().get_json(path)
 
     def instances(self) -> list[dict]:
         return [self.get(f"/instances/{i}/simplified-tags") for i in self.get("/instances")]

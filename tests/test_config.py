@@ -50,6 +50,9 @@ def test_aomas_config_environment_variable_names_the_file(tmp_path):
     ("[dicom]\nport = 'eleven'\n", "dicom.port must be a int"),
     ("[dicom\n", "not valid TOML"),
     ('[[destinations]]\nname = "x"\nkind = "ftp"\n', "kind must be 'dimse' or 'orthanc'"),
+    ('[[destinations]]\nname = "x"\ntransfer_syntax = "jpeg2000"\n',
+     "transfer_syntax must be one of uncompressed, rle, jpeg-ls"),
+    ('[[destinations]]\nname = "x"\n[[destinations]]\nname = "x"\n', "share a name"),
 ])
 def test_mistakes_are_reported_by_name(tmp_path, text, message):
     path = tmp_path / "aomas.toml"

@@ -3,7 +3,6 @@ delivered to a real Orthanc exactly once, also when it was down during the run."
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
 
@@ -12,14 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from appliance.models import model_record
-from appliance.phantom_study import write_phantom_study
-from appliance.pipeline import run_pipeline
-from appliance.storage import ObjectStore
 from dicom.segmentation import LAYER_LABELS
 from gpu.layer_model import CLASSES
-from gpu.phantom import PhantomSpec
-from tests.conftest import SMALL, Orthanc, need, storescu
+from tests.conftest import Orthanc, need, storescu
 
 # dciodvfy (2022) predates parts of the current standard; these and nothing else are excused.
 KNOWN_VALIDATOR_LAG = {
@@ -32,23 +26,6 @@ KNOWN_VALIDATOR_LAG = {
     "enface_isos": ("ReferencedSurfaceMeshIdentificationSequence",),
     "enface_cost": ("ReferencedSurfaceMeshIdentificationSequence",),
 }
-
-
-@pytest.fixture(scope="module")
-def run_outputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("outputs")
-    write_phantom_study(root / "study", PhantomSpec(seed=7, **SMALL))
-    paths = sorted((root / "study" / "dicom").glob("*.dcm"))
-    record, store = model_record(), ObjectStore(root / "data")
-    run = {"run_id": "r" * 32, "queued_at": 1_800_000_000.0,
-           "manifest": {"model": record.manifest_entry(),
-                        "pipeline": {"package": "0.1.0", "commit": "abc"}}}
-    result = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
-    again = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
-    objects = {o["kind"]: store.path_for(o["sha256"]) for o in result["outputs"]}
-    npz = np.load(io.BytesIO(store.path_for(result["artifacts"]["preprocessed_npz"])
-                             .read_bytes()))
-    return {"result": result, "again": again, "objects": objects, "npz": npz}
 
 
 def test_every_output_passes_dciodvfy(run_outputs):
