@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench system-packages clean
+.PHONY: demo demo-pacs test lint bench system-packages clean
 
 $(BIN)/aomas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(BIN)/aomas: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/aomas
+demo: $(BIN)/aomas demo-pacs
 	$(BIN)/aomas init
 	$(BIN)/aomas serve --demo
+
+# The demo's PACS is a local Orthanc; without one the demo still runs, results stay in AOMAS.
+demo-pacs:
+	@command -v Orthanc >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq orthanc >/dev/null; } || \
+	  echo "could not install Orthanc; the demo runs without a PACS"
 
 system-packages:
 	@missing=""; \

@@ -10,7 +10,6 @@ import json
 import logging
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,6 +49,9 @@ def setup_logging(config: Config) -> None:
     # pynetdicom logs every PDU at INFO; our own lines say what matters.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("huey").setLevel(logging.WARNING)
+    # highdicom narrates every attribute it copies; urllib3 every retry while Orthanc starts.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -247,41 +249,9 @@ def show_config(config: Config, reference: bool) -> None:
 @with_config
 def demo(config: Config, seed: int, timeout: float) -> None:
     """Against a running appliance: send a phantom, wait for its run, print the result."""
-    run_demo(config, seed=seed, timeout=timeout)
+    from appliance.demo import run_demo
 
-
-def run_demo(config: Config, *, seed: int, timeout: float) -> dict:
-    host = "127.0.0.1" if config.dicom.bind in ("0.0.0.0", "") else config.dicom.bind
-    calling_ae = (config.dicom.allowed_calling_aes or ["AOMAS-DEMO"])[0]
-    with tempfile.TemporaryDirectory(prefix="aomas-demo-") as tmp:
-        truth = write_phantom_study(Path(tmp), PhantomSpec(seed=seed))
-        click.echo(f"phantom: {truth['summary']['cone_count']} cones at "
-                   f"{truth['spec']['eccentricity_deg']} deg; sending to {host}:"
-                   f"{config.dicom.port}")
-        results = send_files(dicom_files([Path(tmp) / "dicom"]), host, config.dicom.port,
-                             called_ae=config.dicom.ae_title, calling_ae=calling_ae)
-    if not all(r.ok for r in results):
-        raise AomasError(f"the appliance did not accept the phantom: {results[0].error or ''}"
-                         f" status {results[0].status}")
-    databases, _ = open_data_dir(config)
-    db = databases.get()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = db.execute(
-            "SELECT r.run_id FROM runs r JOIN cases c ON c.case_id = r.case_id "
-            "WHERE c.series_instance_uid = ? ORDER BY r.queued_at DESC LIMIT 1",
-            [truth["series_instance_uid"]]).fetchone()
-        run = runs.get(db, row[0]) if row else None
-        if run and run["state"] in runs.FINISHED:
-            click.echo(f"run {run['run_id']}: {run['state']}"
-                       + (f" ({run['reason']})" if run["reason"] else ""))
-            click.echo(json.dumps(run["result"], indent=1, sort_keys=True))
-            if run["state"] != runs.SUCCEEDED:
-                raise AomasError(f"the demo run failed: {run['reason']}")
-            return run
-        time.sleep(0.2)
-    raise AomasError(f"no finished run after {timeout:.0f} s; is `aomas worker` running? "
-                     "See `aomas doctor`")
+    run_demo(config, seed=seed, timeout=timeout, log=click.echo)
 
 
 @cli.command(name="train")

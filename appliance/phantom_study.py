@@ -29,6 +29,7 @@ def write_phantom_study(out_dir: Path, spec: PhantomSpec, *, split_frames: bool 
                       split_frames=split_frames)
     truth = {
         "spec": spec_as_dict(spec),
+        "study_instance_uid": study.study_instance_uid,
         "series_instance_uid": study.series_instance_uid,
         "spacing_mm": {"between_b_scans": spacing_mm[0], "axial": spacing_mm[1],
                        "lateral": spacing_mm[2]},

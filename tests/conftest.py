@@ -87,9 +87,9 @@ class Box:
                                  f"{result.stderr}")
         return result
 
-    def start(self, part: str = "serve") -> subprocess.Popen:
+    def start(self, part: str = "serve", *args: str) -> subprocess.Popen:
         log = open(self.root / f"{part}.log", "a")
-        process = subprocess.Popen([AOMAS, part], env=self.env, cwd=self.root, stdout=log,
+        process = subprocess.Popen([AOMAS, part, *args], env=self.env, cwd=self.root, stdout=log,
                                    stderr=subprocess.STDOUT)
         self.processes[part] = process
         if part in ("serve", "scp"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -64,6 +65,28 @@ def test_demo_against_a_running_appliance(box):
     assert [r["state"] for r in listed] == ["SUCCEEDED"]
     shown = box.aomas("runs", "show", listed[0]["run_id"]).stdout
     assert "input_sha256" in shown
+
+
+def test_serve_demo_ends_with_the_results_in_a_local_orthanc(make_box):
+    # A configured PACS must not receive a synthetic study: the demo PACS replaces it.
+    box = make_box(destinations=[{"name": "clinic", "host": "127.0.0.1", "port": 9}])
+    box.start("serve", "--demo")
+    deadline = time.monotonic() + 300
+    while "demo done" not in box.log() and "demo failed" not in box.log():
+        assert time.monotonic() < deadline, box.log()[-3000:]
+        time.sleep(0.5)
+    log = box.log()
+    assert "demo done" in log, log[-3000:]
+    assert "configured destination(s) are not used" in log
+    page = re.search(r"SEG and SR in the demo PACS: (http://\S+)#study\?uuid=(\S+)", log)
+    assert page, log[-3000:]
+    base = page.group(1).removesuffix("/app/explorer.html")
+    with urllib.request.urlopen(f"{base}/studies/{page.group(2)}/series?expand") as answer:
+        series = json.loads(answer.read())
+    assert sorted(s["MainDicomTags"]["Modality"] for s in series) == \
+        ["OPT", "OPT", "OPT", "SEG", "SEG", "SR"]  # derived OPT, 2 en-face, 2 SEG, SR
+    assert {row["destination"] for row in box.query("SELECT * FROM outbox")} == {"demo-pacs"}
+    assert (box.data_dir / "demo-pacs" / "orthanc.json").is_file()
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -9,7 +9,8 @@ import click
 from werkzeug.serving import make_server
 
 import appliance.outbox_commands  # noqa: F401  (registers `aomas outbox`)
-from appliance.cli import cli, run_demo, wait_for_signal, with_config
+from appliance import demo
+from appliance.cli import cli, wait_for_signal, with_config
 from appliance.config import Config
 from appliance.exceptions import AomasError
 from appliance.services import open_data_dir, start_scp, start_worker
@@ -49,6 +50,9 @@ def web(config: Config) -> None:
 @with_config
 def serve(config: Config, with_demo: bool) -> None:
     """The whole appliance in one process: SCP + worker + web. Ctrl-C stops it."""
+    pacs = None
+    if with_demo:
+        config, pacs = demo.start_demo_pacs(config, log=click.echo)
     databases, store = open_data_dir(config)
     scp = start_scp(config, databases, store)
     worker = start_worker(config, databases, store)
@@ -57,16 +61,19 @@ def serve(config: Config, with_demo: bool) -> None:
     click.echo(f"AOMAS up: DICOM {config.dicom.ae_title}@{config.dicom.bind}:{config.dicom.port}"
                f", web http://{config.web.bind}:{config.web.port}, data {config.data_dir}")
     if with_demo:
-        threading.Thread(target=_demo_then_keep_serving, args=(config,), daemon=True).start()
+        threading.Thread(target=_demo_then_keep_serving, args=(config, pacs),
+                         daemon=True).start()
     wait_for_signal()
     web_server.stop()
     worker.stop()
     scp.stop()
+    if pacs is not None:
+        pacs.stop()
 
 
-def _demo_then_keep_serving(config: Config) -> None:
+def _demo_then_keep_serving(config: Config, pacs) -> None:
     try:
-        run_demo(config, seed=1, timeout=300)
+        demo.run_demo(config, seed=1, timeout=300, log=click.echo, pacs=pacs)
         click.echo("demo done; still serving (Ctrl-C to stop)")
     except AomasError as error:
         click.echo(f"demo failed: {error}", err=True)
