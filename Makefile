@@ -45,6 +45,7 @@ test: system-packages $(BIN)/aomas lint
 bench: system-packages $(BIN)/aomas
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) var *.egg-info

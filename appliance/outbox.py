@@ -77,6 +77,7 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
                 calling_ae: str, retry_base_seconds: float, dead_after_seconds: float,
                 now: float | None = None) -> dict[str, int]:
     """Send every due row, one association per destination; returns counts by new state."""
+    clock_given = now is not None
     now = time.time() if now is None else now
     counts: dict[str, int] = {}
     for destination in destinations:
@@ -93,10 +94,12 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
         rows = [r for r in rows if r not in expired]
         results = _send(destination, [store.path_for(r["object_sha256"]) for r in rows],
                         calling_ae=calling_ae)
+        # When the answers came (updated_at): what the scan-to-PACS latency ends with.
+        answered_at = now if clock_given else time.time()
         by_path = {str(result.path): result for result in results}
         for row in rows:
             result = by_path[str(store.path_for(row["object_sha256"]))]
-            state = _outcome(db, row, result, now, retry_base_seconds)
+            state = _outcome(db, row, result, answered_at, retry_base_seconds)
             counts[state] = counts.get(state, 0) + 1
     return counts
 
