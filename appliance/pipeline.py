@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -191,12 +192,18 @@ def layer_measurements(thickness: dict[str, np.ndarray], grid: tuple[int, int],
 
 
 def _npz(prepared, probability, uncertainty, cones_px, tiles, thickness, **arrays) -> bytes:
+    arrays = {"shifts_px": prepared.shifts_px, "cone_probability": probability,
+              "cone_uncertainty": uncertainty, "cones_px": cones_px,
+              "tiles": np.array([[t["row_px"], t["column_px"], t["mean_uncertainty"]]
+                                 for t in tiles]), **arrays,
+              **{f"thickness_{k}": v for k, v in thickness.items()},
+              **{f"surface_{k}_px": v for k, v in prepared.surfaces_px.items()},
+              **{f"enface_{k}": v for k, v in prepared.enface.items()}}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, shifts_px=prepared.shifts_px, cone_probability=probability,
-                        cone_uncertainty=uncertainty, cones_px=cones_px,
-                        tiles=np.array([[t["row_px"], t["column_px"], t["mean_uncertainty"]]
-                                        for t in tiles]), **arrays,
-                        **{f"thickness_{k}": v for k, v in thickness.items()},
-                        **{f"surface_{k}_px": v for k, v in prepared.surfaces_px.items()},
-                        **{f"enface_{k}": v for k, v in prepared.enface.items()})
+    # What np.load reads, written at deflate level 1: a third of the time of numpy's
+    # savez_compressed (level 6) on a 512³ label map, for a slightly larger file.
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
     return buffer.getvalue()

@@ -103,9 +103,79 @@ def dcmsend(port: int, files: list[Path]) -> float:
     return elapsed
 
 
+def outputs_at_scale(size: str, work: Path) -> None:
+    """Writing and delivering the outputs of a larger run, on synthetic content: what the GPU
+    box, whose pipeline is 4-5× faster, spends on DICOM (this part runs on its CPU alike)."""
+    import datetime as dt
+
+    import numpy as np
+
+    from appliance import outbox
+    from appliance.config import destination_profile
+    from appliance.database import connect
+    from appliance.outputs import build_outputs, store_outputs
+    from dicom.opt import OptStudy, uid_from, write_opt
+    from dicom.provenance import Provenance
+    from dicom.report import RegionMeasurements
+    from dicom.segmentation import LAYER_LABELS
+    from dicom.volume import read_volume
+
+    b_scans, depth, a_lines = (int(n) for n in size.split("x"))
+    rng = np.random.default_rng(0)
+    study = OptStudy(patient_name="SCALE^BENCH", patient_id="BENCH",
+                     study_instance_uid=uid_from("scale-study", size),
+                     series_instance_uid=uid_from("scale-series", size),
+                     frame_of_reference_uid=uid_from("scale-for", size))
+    volume = read_volume(write_opt(rng.integers(0, 4000, (b_scans, depth, a_lines),
+                                                dtype=np.uint16), (0.001,) * 3, study,
+                                   work / "scale-in"))
+    labels = np.zeros((b_scans, depth, a_lines), np.uint8)
+    for label, (top, bottom) in enumerate(((0.33, 0.37), (0.37, 0.45), (0.47, 0.5)), start=1):
+        labels[:, int(top * depth):int(bottom * depth)] = label
+    enface = {k: rng.random((b_scans, a_lines), dtype=np.float32) for k in ("ISOS", "COST")}
+    provenance = Provenance(run_id="scale" + "0" * 27, software_version="bench",
+                            model_id="bench", weights_sha256="0" * 64,
+                            device_serial_number="bench", created_at=dt.datetime.now(dt.UTC))
+    regions = [RegionMeasurements("field", (0, b_scans), (0, a_lines),
+                                  {"cone_count": 5000, "cone_density_per_mm2": 20000.0})]
+    store = ObjectStore(work / "scale-var")
+    start = time.perf_counter()
+    objects = build_outputs(volume, rng.random(labels.shape, dtype=np.float32), enface, labels,
+                            tuple(LAYER_LABELS), rng.random((5000, 2)) * (b_scans, a_lines),
+                            regions, provenance)
+    outputs = store_outputs(objects, store)
+    written = time.perf_counter() - start
+
+    pacs, peer = LocalOrthanc(work / "scale-orthanc"), LocalOrthanc(work / "scale-peer")
+    pacs.start()
+    peer.start()
+    try:
+        db = connect(work / "scale.db")
+        db.execute("PRAGMA foreign_keys=OFF")  # the rows name a run this bench never stored
+        destination = destination_profile({"name": "orthanc", "ae_title": pacs.ae_title,
+                                           "port": pacs.dicom_port})
+        outbox.enqueue(db, provenance.run_id, outputs, [destination])
+        start = time.perf_counter()
+        counts = outbox.deliver_due(db, store, [destination], calling_ae="AOMAS",
+                                    retry_base_seconds=5, dead_after_seconds=3600)
+        delivered = time.perf_counter() - start
+        if counts != {"sent": len(outputs)}:
+            raise SystemExit(f"delivery failed: {outbox.rows(db)}")
+        peer_seconds = dcmsend(peer.dicom_port, [store.path_for(o["sha256"]) for o in outputs])
+    finally:
+        pacs.stop()
+        peer.stop()
+    size_mb = sum(o["bytes"] for o in outputs) / 1e6
+    print(f"\noutputs of a {size} run (synthetic content, {size_mb:.0f} MB): writing "
+          f"{written:.2f} s; delivery to Orthanc: aomas outbox {delivered:.2f} s, dcmsend "
+          f"{peer_seconds:.2f} s, ratio {delivered / peer_seconds:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs (after one warm-up)")
+    parser.add_argument("--outputs-size", default="512x512x512",
+                        help="also write and deliver the outputs of a run this size ('' = no)")
     args = parser.parse_args()
     b_scans, depth, a_lines = SHAPE
     with tempfile.TemporaryDirectory(prefix="aomas-latency-",
@@ -134,12 +204,15 @@ def main() -> None:
                 if seed:
                     # The peer gets each run's outputs new too, as our Orthanc did.
                     measured.append((parts, dcmsend(peer.dicom_port, output_files(work, timing))))
-            report(measured, timing["device"])
+            if measured:
+                report(measured, timing["device"])
         finally:
             for process in processes:
                 stop(process)
             pacs.stop()
             peer.stop()
+        if args.outputs_size:
+            outputs_at_scale(args.outputs_size, work)
 
 
 def output_files(work: Path, timing: dict) -> list[Path]:
