@@ -177,36 +177,6 @@ def runs_show(config: Config, run_id: str, as_json: bool) -> None:
     click.echo(f"{'result':>14}: {json.dumps(run['result'], sort_keys=True)}")
 
 
-@cli.group()
-def user() -> None:
-    """Manage local accounts."""
-
-
-@user.command(name="add")
-@click.argument("username")
-@click.option("--role", type=click.Choice(accounts.ROLES), required=True)
-@click.option("--password-file", type=click.Path(exists=True, dir_okay=False))
-@with_config
-def user_add(config: Config, username: str, role: str, password_file: str | None) -> None:
-    """Create an account (prints a generated password if no file is given)."""
-    databases, _ = open_data_dir(config)
-    password = (Path(password_file).read_text().strip() if password_file
-                else accounts.generate_password())
-    if not accounts.create_user(databases.get(), username, password, role, actor="aomas user"):
-        raise click.ClickException(f"account {username!r} already exists")
-    click.echo(f"account {username!r} ({role}) created"
-               + ("" if password_file else f"; password (shown once): {password}"))
-
-
-@user.command(name="list")
-@with_config
-def user_list(config: Config) -> None:
-    databases, _ = open_data_dir(config)
-    for row in accounts.list_users(databases.get()):
-        click.echo(f"{row['username']:<20}{row['role']:<14}"
-                   f"{'disabled' if row['disabled'] else ''}")
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @with_config

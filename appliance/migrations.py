@@ -68,3 +68,17 @@ def _outbox_details(db: sqlite_utils.Database) -> None:
                          ("detail", str)):
         db["outbox"].add_column(column, kind)
     db["outbox"].create_index(["state", "next_attempt_at"])
+
+
+@migrations(name="0004_roles_and_logins")
+def _roles_and_logins(db: sqlite_utils.Database) -> None:
+    # The roles issue 5 names; the two earlier names map onto their successors.
+    db.execute("UPDATE users SET role = 'researcher' WHERE role = 'viewer'")
+    db.execute("UPDATE users SET role = 'ml-engineer' WHERE role = 'ml_engineer'")
+    db["users"].add_column("password_changed_at", float)
+    # Every login attempt, kept for rate limiting (across processes and restarts) and review.
+    db["login_attempts"].create({
+        "id": int, "username": str, "remote_addr": str, "at": float, "succeeded": int,
+    }, pk="id")
+    db["login_attempts"].create_index(["username", "at"])
+    db["login_attempts"].create_index(["remote_addr", "at"])

@@ -21,7 +21,8 @@ def test_migrations_apply_once_in_order(tmp_path):
     connect(tmp_path / "aomas.db").conn.close()
     db = connect(tmp_path / "aomas.db")  # again: nothing new to apply
     applied = [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-    assert applied == ["0001_core_tables", "0002_accounts", "0003_outbox_details"]
+    assert applied == ["0001_core_tables", "0002_accounts", "0003_outbox_details",
+                       "0004_roles_and_logins"]
     assert migrations.pending(db) == []
     assert {"instances", "series", "cases", "runs", "audit_events", "outbox", "users"} <= set(
         db.table_names())

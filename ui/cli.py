@@ -9,6 +9,7 @@ import click
 from werkzeug.serving import make_server
 
 import appliance.outbox_commands  # noqa: F401  (registers `aomas outbox`)
+import appliance.user_commands  # noqa: F401  (registers `aomas user`)
 from appliance import demo
 from appliance.cli import cli, wait_for_signal, with_config
 from appliance.config import Config
