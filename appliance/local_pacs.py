@@ -64,9 +64,9 @@ class LocalOrthanc:
             "RegisteredUsers": self.users, "DicomCheckCalledAet": False,
             # Our SEG and SR classes are newer than some Orthanc builds' lists.
             "UnknownSopClassAccepted": True, "Plugins": [], "StableAge": 1}))
-        log = open(self.root / "orthanc.log", "a")  # the process keeps it open
-        self.process = subprocess.Popen([program, str(self.root / "orthanc.json")],
-                                        stdout=log, stderr=subprocess.STDOUT)
+        with open(self.root / "orthanc.log", "a") as log:  # the process has its own copy
+            self.process = subprocess.Popen([program, str(self.root / "orthanc.json")],
+                                            stdout=log, stderr=subprocess.STDOUT)
         if not self.client().wait_started(timeout):
             self.stop()
             raise AomasError(f"Orthanc did not start within {timeout:.0f} s; see "

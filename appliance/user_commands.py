@@ -50,9 +50,7 @@ def user_list(config: Config) -> None:
 @with_config
 def user_disable(config: Config, username: str) -> None:
     """Disable an account: no more logins, open sessions end (kept for the audit log)."""
-    databases, _ = open_data_dir(config)
-    accounts.set_disabled(databases.get(), username, True, actor=ACTOR)
-    click.echo(f"account {username!r} disabled")
+    _set_disabled(config, username, True)
 
 
 @user.command(name="enable")
@@ -60,6 +58,10 @@ def user_disable(config: Config, username: str) -> None:
 @with_config
 def user_enable(config: Config, username: str) -> None:
     """Enable a disabled account again."""
+    _set_disabled(config, username, False)
+
+
+def _set_disabled(config: Config, username: str, disabled: bool) -> None:
     databases, _ = open_data_dir(config)
-    accounts.set_disabled(databases.get(), username, False, actor=ACTOR)
-    click.echo(f"account {username!r} enabled")
+    accounts.set_disabled(databases.get(), username, disabled, actor=ACTOR)
+    click.echo(f"account {username!r} {'disabled' if disabled else 'enabled'}")
