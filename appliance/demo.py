@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,8 +38,8 @@ def start_demo_pacs(config: Config, log: Callable[[str], None]) -> tuple[Config,
             "appliance; no demo PACS")
         return config, None
     pacs = LocalOrthanc(config.data_dir / DEMO_PACS,
-                        dicom_port=_preferred_port(ORTHANC_DICOM_PORT),
-                        http_port=_preferred_port(ORTHANC_HTTP_PORT))
+                        dicom_port=free_port(ORTHANC_DICOM_PORT),
+                        http_port=free_port(ORTHANC_HTTP_PORT))
     pacs.start()
     if config.destinations:
         # A synthetic study must never reach the clinic's PACS.
@@ -49,17 +48,6 @@ def start_demo_pacs(config: Config, log: Callable[[str], None]) -> tuple[Config,
     destination = destination_profile({"name": DEMO_PACS, "kind": "orthanc", "url": pacs.url})
     log(f"demo PACS: Orthanc at {pacs.url} (DICOM {pacs.ae_title}@127.0.0.1:{pacs.dicom_port})")
     return dataclasses.replace(config, destinations=(destination,)), pacs
-
-
-def _preferred_port(port: int) -> int:
-    with socket.socket() as s:
-        # As servers do: a port held only by closed connections (TIME_WAIT) is free to listen.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return free_port()
-    return port
 
 
 def run_demo(config: Config, *, seed: int, timeout: float, log: Callable[[str], None],

@@ -17,9 +17,15 @@ from orthanc_api_client import OrthancApiClient
 from appliance.exceptions import AomasError
 
 
-def free_port() -> int:
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when nothing listens there, else any free loopback port."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        # As servers do: a port held only by closed connections (TIME_WAIT) is free to listen.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -23,18 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.local_pacs import free_port
 from dicom.opt import OptStudy, uid_from, write_opt
 from dicom.send import probe
 
 AOMAS = str(Path(sys.executable).with_name("aomas"))
 REPEATS = 3
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_inputs(root: Path) -> dict[str, list[Path]]:

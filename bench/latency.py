@@ -45,9 +45,11 @@ def start_appliance(work: Path, pacs: LocalOrthanc) -> tuple[list[subprocess.Pop
         f'[[destinations]]\nname = "orthanc"\nkind = "dimse"\nae_title = "{pacs.ae_title}"\n'
         f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
     env = {**os.environ, "AOMAS_CONFIG": str(config)}
-    processes = [subprocess.Popen([AOMAS, part], env=env, cwd=work, stdout=subprocess.DEVNULL,
-                                  stderr=open(work / f"{part}.log", "w"))
-                 for part in ("scp", "worker")]
+    processes = []
+    for part in ("scp", "worker"):
+        with open(work / f"{part}.log", "w") as log:  # the process has its own copy
+            processes.append(subprocess.Popen([AOMAS, part], env=env, cwd=work,
+                                              stdout=subprocess.DEVNULL, stderr=log))
     wait_for_port(port, processes[0])
     return processes, port
 
