@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The peers the tests drive: DCMTK (scanner), dicom3tools (dciodvfy), Redis (scale-out queue).
-DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc
+# The peers the tests drive: DCMTK (scanner), dicom3tools (dciodvfy), Redis (scale-out queue),
+# Orthanc (PACS), Chromium with its WebDriver (the review page's browser tests).
+DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo demo-pacs test lint bench system-packages clean
@@ -29,7 +30,7 @@ demo-pacs:
 
 system-packages:
 	@missing=""; \
-	for tool in storescu echoscu storescp dciodvfy redis-server Orthanc; do \
+	for tool in storescu echoscu storescp dciodvfy redis-server Orthanc chromium chromedriver; do \
 	  command -v $$tool >/dev/null || missing="yes"; done; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \

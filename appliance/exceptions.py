@@ -19,3 +19,11 @@ class TransientError(AomasError):
 
 class StorageFull(AomasError):
     """Free disk space is below the configured watermark."""
+
+
+class NotFound(AomasError):
+    """The named run, case, tile or label version does not exist."""
+
+
+class Conflict(AomasError):
+    """The request clashes with the current state (a newer version, a reused key); reload."""

@@ -82,3 +82,39 @@ def _roles_and_logins(db: sqlite_utils.Database) -> None:
     }, pk="id")
     db["login_attempts"].create_index(["username", "at"])
     db["login_attempts"].create_index(["remote_addr", "at"])
+
+
+@migrations(name="0005_review")
+def _review(db: sqlite_utils.Database) -> None:
+    # Web sessions live here, not only in the cookie, so that logout, a password change or a
+    # disabled account ends them for good (a copied cookie is worth nothing afterwards).
+    db["web_sessions"].create({
+        "session_id": str, "username": str, "created_at": float, "last_seen_at": float,
+        "remote_addr": str, "ended_at": float,
+    }, pk="session_id", foreign_keys=[("username", "users")])
+    # The en-face tiles of each successful run, ranked by the cone network's uncertainty: the
+    # active-learning queue. head_version 0 = the model's own mask, no person has edited it.
+    db["tiles"].create({
+        "tile_id": int, "run_id": str, "case_id": int, "row_px": int, "column_px": int,
+        "height_px": int, "width_px": int, "mean_uncertainty": float, "head_version": int,
+        "created_at": float,
+    }, pk="tile_id", foreign_keys=[("run_id", "runs"), ("case_id", "cases")],
+        defaults={"head_version": 0}, not_null={"run_id", "mean_uncertainty"})
+    db["tiles"].create_index(["run_id", "row_px", "column_px"], unique=True)
+    db["tiles"].create_index(["mean_uncertainty"])
+    # Label versions: never updated, never deleted. A rollback is a new version whose mask is
+    # the older version's (source_version says which).
+    db["labels"].create({
+        "label_id": int, "tile_id": int, "version": int, "mask_sha256": str, "author": str,
+        "created_at": float, "kind": str, "source_version": int, "added_px": int,
+        "removed_px": int, "comment": str, "idempotency_key": str,
+    }, pk="label_id", foreign_keys=[("tile_id", "tiles")],
+        not_null={"tile_id", "version", "mask_sha256", "author", "kind"})
+    db["labels"].create_index(["tile_id", "version"], unique=True)
+    # A double submit with the same key finds the first one instead of making a second version.
+    db["labels"].create_index(["author", "idempotency_key"], unique=True)
+    # Append-only, enforced by the database itself rather than by every caller's good manners.
+    for table in ("audit_events", "labels"):
+        for change in ("UPDATE", "DELETE"):
+            db.execute(f"CREATE TRIGGER {table}_no_{change.lower()} BEFORE {change} ON {table} "
+                       f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")

@@ -31,6 +31,7 @@ from dicom.transfer_syntax import TRANSFER_SYNTAXES
 log = logging.getLogger(__name__)
 
 PENDING, SENT, WARNING, DEAD = "pending", "sent", "warning", "dead"
+STATES = (PENDING, SENT, WARNING, DEAD)
 MAX_BACKOFF_SECONDS = 3600.0
 
 
@@ -192,3 +193,13 @@ def rows(db: sqlite_utils.Database, state: str | None = None) -> list[dict]:
     if state:
         return list(db.query("SELECT * FROM outbox WHERE state = ? ORDER BY id", [state]))
     return list(db.query("SELECT * FROM outbox ORDER BY id"))
+
+
+def summary(db: sqlite_utils.Database) -> list[dict]:
+    """Per destination, how many outputs are in each state (the worklist's delivery line)."""
+    counts: dict[str, dict] = {}
+    for destination, state, count in db.execute(
+            "SELECT destination, state, count(*) FROM outbox GROUP BY destination, state"):
+        counts.setdefault(destination, {"destination": destination,
+                                        **dict.fromkeys(STATES, 0)})[state] = count
+    return sorted(counts.values(), key=lambda row: row["destination"])

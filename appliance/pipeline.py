@@ -110,6 +110,9 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "cones": cones,
         "cone_regions": cone_regions,
         "most_uncertain_tiles": tiles[:5],
+        # Every tile, for the review queue (appliance.tiles records them with the run).
+        "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
+                         "tiles": tiles},
         "band_contrast": round(prepared.band_contrast, 3),
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,

@@ -14,6 +14,9 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance import audit
+from appliance.database import write_transaction
+from appliance.exceptions import Conflict, NotFound
 from appliance.version import pipeline_version
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
@@ -136,3 +139,26 @@ def requeue(db: sqlite_utils.Database, run_id: str, *, delay_seconds: float,
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "manifest": json.loads(row["manifest"]),
             "result": json.loads(row["result"]) if row["result"] else None}
+
+
+def retry(db: sqlite_utils.Database, run_id: str, *, actor: str) -> dict[str, Any]:
+    """A FAILED run back to QUEUED (attempts counted afresh), audited; the caller enqueues it.
+
+    A superseded run is not retried: its case has newer data, and that run is the one to use.
+    """
+    with write_transaction(db):
+        run = get(db, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        if run["state"] != FAILED or run["superseded_by"]:
+            raise Conflict(f"run {run_id} is {run['state']}"
+                           f"{' and superseded' if run['superseded_by'] else ''}; only a failed "
+                           "current run can be retried")
+        now = time.time()
+        db["runs"].update(run_id, {"state": QUEUED, "attempts": 0, "not_before": now,
+                                   "queued_at": now, "finished_at": None,
+                                   "reason": f"retried by {actor}; failed before: "
+                                             f"{run['reason']}"})
+        audit.record(db, actor=actor, action="run.retry", object_kind="run", object_id=run_id,
+                     detail={"reason_before": run["reason"]})
+    return get(db, run_id)

@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 
-from appliance import outbox, runs
+from appliance import outbox, runs, tiles
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
@@ -76,6 +76,9 @@ class Worker:
                 succeeded = runs.succeed(db, run_id, self.identity, result)
                 if succeeded:
                     outbox.enqueue(db, run_id, result["outputs"], self.config.destinations)
+                    review = result["review_tiles"]
+                    tiles.record(db, run_id, run["case_id"], review["tiles"], review["tile_px"],
+                                 tuple(review["enface_shape"]))
             if succeeded:
                 log.info("run %s: SUCCEEDED", run_id)
                 self._outputs_waiting.set()

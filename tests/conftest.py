@@ -247,3 +247,70 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     pacs = Orthanc(tmp_path / "orthanc")
     yield pacs
     pacs.stop()
+
+
+PASSWORD = "correct horse battery"
+# One account per role (and a second labeler for blind review and conflicts).
+ACCOUNTS = {"admin": "admin", "lena": "labeler", "lars": "labeler", "carl": "clinician",
+            "mia": "ml-engineer", "rita": "researcher"}
+
+
+class ReviewBox:
+    """A running appliance (``aomas serve``) with one processed phantom and an account per
+    role; ``login`` gives a requests session that sends the CSRF token on writes."""
+
+    def __init__(self, box: Box, run_id: str):
+        self.box, self.run_id = box, run_id
+        self.url = f"http://127.0.0.1:{box.web_port}"
+
+    def login(self, username: str, password: str = PASSWORD):
+        import requests
+
+        client = requests.Session()
+        answer = client.post(f"{self.url}/api/v1/session",
+                             json={"username": username, "password": password}, timeout=30)
+        assert answer.status_code == 201, answer.text
+        client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+        return client
+
+    def tiles(self) -> list[sqlite3.Row]:
+        return self.box.query("SELECT * FROM tiles WHERE run_id = ? ORDER BY tile_id",
+                              (self.run_id,))
+
+
+def wait_for_http(url: str, timeout: float = 30) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def review_box(tmp_path_factory) -> Iterator[ReviewBox]:
+    root = tmp_path_factory.mktemp("review")
+    box = Box(root)
+    password_file = root / "password"
+    password_file.write_text(PASSWORD)
+    box.aomas("init", "--admin-user", "admin", "--admin-password-file", str(password_file))
+    for username, role in ACCOUNTS.items():
+        if username != "admin":
+            box.aomas("user", "add", username, "--role", role, "--password-file",
+                      str(password_file))
+    # 64 B-scans x 128 A-lines: an en-face image of 2 x 4 tiles.
+    truth = write_phantom_study(root / "study", PhantomSpec(seed=21, b_scans=64, depth=112,
+                                                            a_lines=128))
+    box.start("serve")
+    try:
+        assert storescu(box.dicom_port, root / "study" / "dicom").returncode == 0
+        run = box.wait_for_run(truth["series_instance_uid"], timeout=180)
+        assert run["state"] == "SUCCEEDED", run["reason"]
+        wait_for_http(f"http://127.0.0.1:{box.web_port}/healthz")
+        yield ReviewBox(box, run["run_id"])
+    finally:
+        box.stop_all()

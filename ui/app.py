@@ -1,34 +1,65 @@
-"""The Flask app: ``/healthz`` and the read-only runs API. The review page comes with issue 5."""
+"""The Flask app: the review pages, the JSON API under /api/v1, and /healthz.
+
+``create_app`` gets everything it needs passed in (configuration, database, object store,
+run queue); nothing is global, so tests and ``aomas serve`` build it the same way.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, abort, jsonify, request
+import logging
 
-from appliance import health, runs
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from appliance import health
+from appliance.accounts import LoginRefused
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
+from appliance.exceptions import AomasError, Conflict, InvalidInput, NotFound
+from appliance.queue import RunQueue
+from appliance.storage import ObjectStore
+from ui import api, auth, pages, security
+from ui.security import public, refuse
+
+log = logging.getLogger(__name__)
+
+# How the appliance's exceptions read on the wire.
+STATUS_FOR_ERROR = ((LoginRefused, 401), (NotFound, 404), (Conflict, 409), (InvalidInput, 422),
+                    (AomasError, 400))
 
 
-def create_app(config: Config) -> Flask:
+def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStore,
+               queue: RunQueue | None = None) -> Flask:
     app = Flask(__name__)
-    databases = ThreadLocalDatabase(config.data_dir / "aomas.db")
+    app.config["AOMAS_IDLE_SECONDS"] = config.web.session_idle_minutes * 60
+    app.extensions["aomas"] = {"config": config, "store": store, "queue": queue}
+
+    @app.before_request
+    def open_database():
+        g.db = databases.get()
+
+    security.configure(app, config.web, config.data_dir)
+    app.register_blueprint(auth.blueprint)
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(api.blueprint)
 
     @app.get("/healthz")
+    @public
     def healthz():
         return jsonify(health.check(config)), 200
 
-    @app.get("/api/runs")
-    def list_runs():
-        state = request.args.get("state")
-        if state and state not in (runs.QUEUED, runs.RUNNING, *runs.FINISHED):
-            abort(400, f"unknown state {state!r}")
-        return jsonify(runs.list_runs(databases.get(), state=state))
+    @app.errorhandler(AomasError)
+    def appliance_error(error: AomasError):
+        status = next(code for kind, code in STATUS_FOR_ERROR if isinstance(error, kind))
+        return refuse(status, str(error))
 
-    @app.get("/api/runs/<run_id>")
-    def show_run(run_id: str):
-        run = runs.get(databases.get(), run_id)
-        if run is None:
-            abort(404)
-        return jsonify(run)
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return refuse(error.code or 500, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception):
+        log.exception("web request failed")
+        return refuse(500, "internal error; the appliance's log has the details")
 
     return app

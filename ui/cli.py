@@ -6,7 +6,6 @@ import logging
 import threading
 
 import click
-from werkzeug.serving import make_server
 
 import appliance.outbox_commands  # noqa: F401  (registers `aomas outbox`)
 import appliance.user_commands  # noqa: F401  (registers `aomas user`)
@@ -16,31 +15,17 @@ from appliance.config import Config
 from appliance.exceptions import AomasError
 from appliance.local_pacs import LocalOrthanc
 from appliance.services import open_data_dir, start_scp, start_worker
-from ui.app import create_app
+from ui.server import WebServer
 
 log = logging.getLogger(__name__)
-
-
-class WebServer:
-    def __init__(self, config: Config):
-        self.server = make_server(config.web.bind, config.web.port, create_app(config),
-                                  threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="aomas-web",
-                                       daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        log.info("web on http://%s:%d", self.server.host, self.server.port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 @cli.command()
 @with_config
 def web(config: Config) -> None:
     """Run the web page and JSON API only (systemd: aomas-web.service)."""
-    server = WebServer(config)
+    databases, store = open_data_dir(config)
+    server = WebServer(config, databases, store)
     server.start()
     wait_for_signal()
     server.stop()
@@ -60,7 +45,7 @@ def serve(config: Config, with_demo: bool) -> None:
         databases, store = open_data_dir(config)
         scp = start_scp(config, databases, store)
         worker = start_worker(config, databases, store)
-        web_server = WebServer(config)
+        web_server = WebServer(config, databases, store)
         web_server.start()
         click.echo(f"AOMAS up: DICOM {config.dicom.ae_title}@{config.dicom.bind}:"
                    f"{config.dicom.port}, web http://{config.web.bind}:{config.web.port}, "

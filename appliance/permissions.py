@@ -1,0 +1,21 @@
+"""What each role may do. Every web route names one permission; nothing else grants access.
+
+admin: everything. clinician: read cases and results, accept a case's review. labeler: the
+review queue and the tile editor. ml-engineer: read everything a run produced, start runs.
+researcher: read cases and results.
+"""
+
+from __future__ import annotations
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "view_runs": frozenset({"admin", "clinician", "labeler", "ml-engineer", "researcher"}),
+    "create_runs": frozenset({"admin", "ml-engineer"}),
+    "view_tiles": frozenset({"admin", "labeler", "ml-engineer"}),
+    "edit_labels": frozenset({"admin", "labeler"}),
+    "manage_outbox": frozenset({"admin"}),
+    "view_audit": frozenset({"admin"}),
+}
+
+
+def allowed(role: str, permission: str) -> bool:
+    return role in PERMISSIONS[permission]

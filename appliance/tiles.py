@@ -1,0 +1,104 @@
+"""Review tiles: the en-face squares of each run that people check, most uncertain first.
+
+A run's tiles are recorded in the transaction that marks it SUCCEEDED. What a tile shows (the
+IS/OS en-face image, the model's cone mask and the per-pixel uncertainty) is cut on request from
+the run's preprocessed arrays, which the object store keeps under their SHA-256; the arrays of
+recently viewed runs stay in memory, so paging through a queue reads each run's file once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from appliance.exceptions import NotFound
+from appliance.runs import SUCCEEDED
+from appliance.storage import ObjectStore
+from gpu.cone_model import cone_target
+
+DEFAULT_UNCERTAINTY_THRESHOLD = 0.3
+DEFAULT_QUEUE_LIMIT = 50
+MAX_QUEUE_LIMIT = 500
+# Monte Carlo dropout spread of a probability: 0.5 is the most two outcomes can differ by half.
+UNCERTAINTY_DISPLAY_MAX = 0.5
+
+
+def record(db: sqlite_utils.Database, run_id: str, case_id: int, tiles: list[dict],
+           tile_px: int, enface_shape: tuple[int, int]) -> int:
+    """Add one row per tile of a finished run; call inside the run's SUCCEEDED transaction."""
+    now = time.time()
+    rows = [{"run_id": run_id, "case_id": case_id, "row_px": t["row_px"],
+             "column_px": t["column_px"],
+             "height_px": min(tile_px, enface_shape[0] - t["row_px"]),
+             "width_px": min(tile_px, enface_shape[1] - t["column_px"]),
+             "mean_uncertainty": t["mean_uncertainty"], "head_version": 0, "created_at": now}
+            for t in tiles]
+    db["tiles"].insert_all(rows, ignore=True)  # a re-recorded run keeps its tiles and labels
+    return len(rows)
+
+
+def review_queue(db: sqlite_utils.Database, *,
+                 uncertainty_threshold: float = DEFAULT_UNCERTAINTY_THRESHOLD,
+                 limit: int = DEFAULT_QUEUE_LIMIT,
+                 include_labelled: bool = False,
+                 run_id: str | None = None) -> list[dict[str, Any]]:
+    """Tiles above the threshold, most uncertain first. Only the current run of each case
+    counts (a superseded run's tiles show data that has been replaced); tiles someone has
+    already labelled drop out unless asked for."""
+    where, params = ["r.state = ?", "r.superseded_by IS NULL", "t.mean_uncertainty > ?"], \
+        [SUCCEEDED, uncertainty_threshold]
+    if not include_labelled:
+        where.append("t.head_version = 0")
+    if run_id is not None:
+        where.append("t.run_id = ?")
+        params.append(run_id)
+    rows = db.execute(
+        f"SELECT t.* FROM tiles t JOIN runs r USING (run_id) WHERE {' AND '.join(where)} "
+        "ORDER BY t.mean_uncertainty DESC, t.tile_id LIMIT ?",
+        [*params, min(max(limit, 0), MAX_QUEUE_LIMIT)])
+    return [dict(zip([c[0] for c in rows.description], row, strict=True)) for row in rows]
+
+
+def get(db: sqlite_utils.Database, tile_id: int) -> dict[str, Any]:
+    rows = list(db["tiles"].rows_where("tile_id = ?", [tile_id])) if abs(tile_id) < 2**63 else []
+    if not rows:
+        raise NotFound(f"no tile {tile_id}; the review queue lists the tiles there are")
+    return rows[0]
+
+
+@dataclass(frozen=True)
+class TileImages:
+    """What the editor shows of one tile, each (height, width)."""
+
+    enface: np.ndarray        # IS/OS en-face, 0..1 on the run's own contrast scale, float32
+    model_mask: np.ndarray    # the cone network's mask: a disc at each detected cone, bool
+    uncertainty: np.ndarray   # per-pixel Monte Carlo dropout uncertainty, float32
+
+
+def images(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any]) -> TileImages:
+    run = db.execute("SELECT result FROM runs WHERE run_id = ?", [tile["run_id"]]).fetchone()
+    npz_sha256 = json.loads(run[0])["artifacts"]["preprocessed_npz"]
+    enface, model_mask, uncertainty = _run_arrays(store, npz_sha256)
+    rows = slice(tile["row_px"], tile["row_px"] + tile["height_px"])
+    columns = slice(tile["column_px"], tile["column_px"] + tile["width_px"])
+    return TileImages(enface[rows, columns], model_mask[rows, columns], uncertainty[rows, columns])
+
+
+@functools.lru_cache(maxsize=16)
+def _run_arrays(store: ObjectStore, npz_sha256: str) -> tuple[np.ndarray, ...]:
+    # Content-addressed, so a cached entry can never go stale.
+    # np.load on the path reads only the members asked for, not a 512³ run's label volume.
+    with np.load(store.path_for(npz_sha256)) as npz:
+        enface = npz["enface_ISOS"].astype(np.float32)
+        # One contrast scale per run, so that tiles of a case compare by eye.
+        low, high = np.percentile(enface, [0.5, 99.5])
+        enface = np.clip((enface - low) / max(float(high - low), 1e-6), 0, 1)
+        uncertainty = npz["cone_uncertainty"].astype(np.float32)
+        model_mask = cone_target(enface.shape, npz["cones_px"]) > 0
+    return enface, model_mask, uncertainty

@@ -1,0 +1,74 @@
+"""Login, logout and the user's own password change (pages; the API twins are in ui.api)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+
+from appliance import accounts, sessions
+from appliance.exceptions import AomasError
+from ui.security import public, requires
+
+blueprint = Blueprint("auth", __name__)
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    next_page = _safe_next(request.values.get("next", ""))
+    if request.method == "GET":
+        return render_template("login.html", next=next_page)
+    try:
+        log_in(request.form.get("username", ""), request.form.get("password", ""))
+    except accounts.LoginRefused as error:
+        return render_template("login.html", next=next_page, error=str(error)), 401
+    return redirect(next_page or url_for("pages.worklist"))
+
+
+def log_in(username: str, password: str) -> dict:
+    """Check the password and start a server-side session (used by the page and the API)."""
+    account = accounts.authenticate(g.db, username, password,
+                                    remote_addr=request.remote_addr or "")
+    session.clear()  # nothing from before the login carries over
+    session["session_id"] = sessions.start(g.db, account["username"],
+                                           remote_addr=request.remote_addr or "")
+    session.permanent = True
+    return account
+
+
+def log_out() -> None:
+    if g.user is not None:
+        sessions.end(g.db, session["session_id"], actor=g.user["username"])
+    session.clear()
+
+
+@blueprint.post("/logout")
+@requires("view_runs")
+def logout():
+    log_out()
+    return redirect(url_for("auth.login"))
+
+
+@blueprint.route("/password", methods=["GET", "POST"])
+@requires("view_runs")
+def password():
+    if request.method == "GET":
+        return render_template("password.html")
+    new = request.form.get("new_password", "")
+    if new != request.form.get("repeat_password", ""):
+        return render_template("password.html", error="the two new passwords differ"), 400
+    try:
+        accounts.change_password(g.db, g.user["username"], request.form.get("password", ""),
+                                 new)
+    except AomasError as error:
+        return render_template("password.html", error=str(error)), 400
+    # The change ended every session of the account, this one too: log in with the new one.
+    session.clear()
+    flash("Password changed; log in with the new password.")
+    return redirect(url_for("auth.login"))
+
+
+def _safe_next(target: str) -> str:
+    # Only a path on this site: never an open redirect to somewhere else.
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return ""

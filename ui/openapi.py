@@ -1,0 +1,193 @@
+"""The OpenAPI 3.1 document of /api/v1, written out by hand next to the routes it describes.
+
+Kept as data rather than generated from docstrings: it is what clients and the schema-driven
+fuzz test read, so it should say exactly what the API promises and nothing it does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance import tiles
+from appliance.version import pipeline_version
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _answer(description: str, schema: dict | None = None) -> dict:
+    answer: dict[str, Any] = {"description": description}
+    if schema is not None:
+        answer["content"] = {"application/json": {"schema": schema}}
+    return answer
+
+
+def _errors(*codes: int) -> dict:
+    meaning = {400: "malformed request or CSRF token missing", 401: "no session; log in",
+               403: "the role may not do this", 404: "no such object",
+               409: "conflicts with the current state (stale version, reused key)",
+               422: "well-formed but unusable"}
+    return {str(code): _answer(meaning[code], ERROR) for code in (401, 403, *codes)}
+
+
+def _json_body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(properties: dict, required: list[str] | None = None) -> dict:
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _path_id(name: str, kind: str = "string") -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                   "description": "The same key again returns the version made the first time."}
+LABEL_VERSION = {"$ref": "#/components/schemas/LabelVersion"}
+RUN = {"$ref": "#/components/schemas/RunSummary"}
+
+
+def document() -> dict[str, Any]:
+    paths = {
+        "/api/v1/session": {
+            "post": {"summary": "Log in; answers the CSRF token to send as X-CSRF-Token",
+                     "security": [], "requestBody": _json_body(_object(
+                         {"username": {"type": "string"}, "password": {"type": "string"}},
+                         ["username", "password"])),
+                     "responses": {"201": _answer("logged in", _object({
+                         "username": {"type": "string"}, "role": {"type": "string"},
+                         "csrf_token": {"type": "string"}})),
+                         "401": _answer("refused", ERROR), "422": _answer("no JSON", ERROR)}},
+            "delete": {"summary": "Log out", "responses": {"204": _answer("logged out"),
+                                                           **_errors()}}},
+        "/api/v1/me": {"get": {"summary": "The session's account and CSRF token",
+                               "responses": {"200": _answer("the account"), **_errors()}}},
+        "/api/v1/runs": {
+            "get": {"summary": "Runs, newest first", "parameters": [
+                _query("state", {"type": "string",
+                                 "enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]},
+                       "only runs in this state"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "at most")],
+                "responses": {"200": _answer("runs", {"type": "array", "items": RUN}),
+                              **_errors(422)}},
+            "post": {"summary": "Process a case with the current configuration (idempotent)",
+                     "requestBody": _json_body(_object({"case_id": {"type": "integer"}},
+                                                       ["case_id"])),
+                     "responses": {"201": _answer("queued", RUN),
+                                   "200": _answer("the same run already exists", RUN),
+                                   **_errors(400, 404, 422)}}},
+        "/api/v1/runs/{run_id}": {"get": {
+            "summary": "One run with manifest and result", "parameters": [_path_id("run_id")],
+            "responses": {"200": _answer("the run"), **_errors(404)}}},
+        "/api/v1/runs/{run_id}/retry": {"post": {
+            "summary": "Queue a failed run again", "parameters": [_path_id("run_id")],
+            "responses": {"200": _answer("queued", RUN), **_errors(400, 404, 409)}}},
+        "/api/v1/active-learning/queue": {"get": {
+            "summary": "Tiles above the uncertainty threshold, most uncertain first",
+            "parameters": [
+                _query("uncertainty_threshold", {"type": "number"},
+                       f"default {tiles.DEFAULT_UNCERTAINTY_THRESHOLD}"),
+                _query("limit", {"type": "integer", "minimum": 1,
+                                 "maximum": tiles.MAX_QUEUE_LIMIT},
+                       f"default {tiles.DEFAULT_QUEUE_LIMIT}"),
+                _query("include_labelled", {"type": "boolean"}, "also tiles already labelled")],
+            "responses": {"200": _answer("the queue"), **_errors(422)}}},
+        "/api/v1/tiles/{tile_id}": {"get": {
+            "summary": "A tile with its en-face, mask (current version) and uncertainty PNGs",
+            "parameters": [_path_id("tile_id", "integer")],
+            "responses": {"200": _answer("the tile"), **_errors(404)}}},
+        "/api/v1/tiles/{tile_id}/labels": {"get": {
+            "summary": "The tile's label versions, the model's as version 0",
+            "parameters": [_path_id("tile_id", "integer")],
+            "responses": {"200": _answer("versions", {"type": "array",
+                                                      "items": LABEL_VERSION}),
+                          **_errors(404)}}},
+        "/api/v1/labels": {"post": {
+            "summary": "Save an edited mask as the tile's next version",
+            "parameters": [IDEMPOTENCY_KEY],
+            "requestBody": _json_body(_object({
+                "tile_id": {"type": "integer"},
+                "base_version": {"type": "integer",
+                                 "description": "the version the edit started from"},
+                "mask_png": {"type": "string", "contentEncoding": "base64",
+                             "description": "PNG of the tile's size; non-zero = cone"},
+                "comment": {"type": "string", "maxLength": 2000}},
+                ["tile_id", "base_version", "mask_png"])),
+            "responses": {"201": _answer("the new version", LABEL_VERSION),
+                          "200": _answer("made before with this Idempotency-Key",
+                                         LABEL_VERSION),
+                          **_errors(400, 404, 409, 422)}}},
+        "/api/v1/labels/rollback": {"post": {
+            "summary": "A new version with an older version's mask",
+            "parameters": [IDEMPOTENCY_KEY],
+            "requestBody": _json_body(_object({
+                "tile_id": {"type": "integer"}, "target_version": {"type": "integer"},
+                "comment": {"type": "string", "maxLength": 2000}},
+                ["tile_id", "target_version"])),
+            "responses": {"201": _answer("the new version", LABEL_VERSION),
+                          "200": _answer("made before with this Idempotency-Key",
+                                         LABEL_VERSION),
+                          **_errors(400, 404, 409, 422)}}},
+        "/api/v1/outbox": {"get": {
+            "summary": "Outputs to deliver, per destination (admin)",
+            "parameters": [_query("state", {"type": "string",
+                                            "enum": ["pending", "sent", "warning", "dead"]},
+                                  "only rows in this state")],
+            "responses": {"200": _answer("rows"), **_errors(422)}}},
+        "/api/v1/outbox/retry": {"post": {
+            "summary": "Send dead or waiting outputs again now (admin)",
+            "requestBody": _json_body(_object({
+                "ids": {"type": "array", "items": {"type": "integer"}},
+                "run_id": {"type": "string"}, "destination": {"type": "string"}})),
+            "responses": {"200": _answer("how many rows were requeued"),
+                          **_errors(400, 422)}}},
+        "/api/v1/audit": {"get": {
+            "summary": "The audit log, newest first (admin)",
+            "parameters": [_query(name, {"type": "string"}, f"exact {name}")
+                           for name in ("actor", "object_kind", "object_id")] + [
+                _query("action", {"type": "string"}, "action prefix, e.g. label."),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most"),
+                _query("before_id", {"type": "integer"}, "page: events older than this id")],
+            "responses": {"200": _answer("events"), **_errors(422)}}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document",
+                                         "responses": {"200": _answer("OpenAPI 3.1"),
+                                                       **_errors()}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AOMAS API", "version": pipeline_version()["package"],
+                 "description": "Runs, the active-learning queue, tiles and label versions of "
+                                "an AOMAS appliance. Log in with POST /api/v1/session; send "
+                                "the session cookie, and on writes the CSRF token as "
+                                "X-CSRF-Token."},
+        "servers": [{"url": "/"}],
+        "security": [{"session": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
+                                            "name": "aomas_session"}},
+            "schemas": {
+                "Error": _object({"error": {"type": "string"}}, ["error"]),
+                "RunSummary": _object({
+                    "run_id": {"type": "string"}, "case_id": {"type": "integer"},
+                    "state": {"type": "string"}, "attempts": {"type": "integer"},
+                    "reason": {"type": ["string", "null"]}}, ["run_id", "state"]),
+                "LabelVersion": _object({
+                    "label_id": {"type": ["integer", "null"]}, "tile_id": {"type": "integer"},
+                    "version": {"type": "integer"}, "author": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["model", "edit", "rollback"]},
+                    "source_version": {"type": ["integer", "null"]},
+                    "added_px": {"type": "integer"}, "removed_px": {"type": "integer"},
+                    "diff": {"type": "string"}}, ["tile_id", "version", "kind"]),
+            },
+        },
+    }

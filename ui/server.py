@@ -1,0 +1,38 @@
+"""The web part as a server: the Flask app under waitress, a production WSGI server.
+
+waitress (pure Python, a thread pool, no fork) because the web part shares a process with the
+SCP and the worker in ``aomas serve``, and runs alone under systemd in ``aomas web``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from waitress.server import create_server
+
+from appliance.config import Config
+from appliance.database import ThreadLocalDatabase
+from appliance.queue import RunQueue
+from appliance.storage import ObjectStore
+from ui.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    def __init__(self, config: Config, databases: ThreadLocalDatabase, store: ObjectStore):
+        app = create_app(config, databases, store, RunQueue(config))
+        # Proxy headers are ignored: the rate limit and the audit log use the peer's address.
+        self.server = create_server(app, host=config.web.bind, port=config.web.port,
+                                    threads=config.web.threads, ident="AOMAS",
+                                    clear_untrusted_proxy_headers=True)
+        self.thread = threading.Thread(target=self.server.run, name="aomas-web", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("web on http://%s:%d", *self.server.socket.getsockname()[:2])
+
+    def stop(self) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown(timeout=5)

@@ -1,0 +1,28 @@
+// Times as UTC text, and live state of running runs on the worklist (polls the JSON API).
+"use strict";
+
+function showTimes(root) {
+  for (const node of root.querySelectorAll("time[data-epoch]")) {
+    const epoch = Number(node.dataset.epoch);
+    if (epoch) node.textContent = new Date(epoch * 1000).toISOString().replace("T", " ").slice(0, 19);
+  }
+}
+
+async function refreshRuns(table) {
+  const answer = await fetch(table.dataset.live + "?limit=100", {credentials: "same-origin"});
+  if (!answer.ok) return;
+  for (const run of await answer.json()) {
+    const row = table.querySelector(`tr[data-run-id="${run.run_id}"]`);
+    if (!row) continue;
+    row.className = "state-" + run.state.toLowerCase();
+    row.querySelector(".state").textContent = run.state + (run.superseded_by ? " (superseded)" : "");
+    row.querySelector(".reason").textContent = run.reason || "";
+    if (run.finished_at && run.started_at) {
+      row.querySelector(".took").textContent = (run.finished_at - run.started_at).toFixed(1) + " s";
+    }
+  }
+}
+
+showTimes(document);
+const runsTable = document.getElementById("runs");
+if (runsTable) setInterval(() => refreshRuns(runsTable).catch(() => {}), 3000);
