@@ -47,6 +47,7 @@ bench: system-packages $(BIN)/aomas
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/review.py
 
 clean:
 	rm -rf $(VENV) var *.egg-info

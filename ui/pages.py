@@ -89,9 +89,11 @@ def review_queue():
     except ValueError:
         raise InvalidInput("the threshold and the number of tiles must be numbers") from None
     limit = max(1, min(limit, tiles.MAX_QUEUE_LIMIT))
-    return render_template("queue.html", threshold=threshold, limit=limit,
-                           tiles=tiles.review_queue(g.db, uncertainty_threshold=threshold,
-                                                    limit=limit))
+    queued = tiles.review_queue(g.db, uncertainty_threshold=threshold, limit=limit)
+    # An empty queue says how far the threshold is from the nearest tile.
+    nearest = [] if queued else tiles.review_queue(g.db, uncertainty_threshold=-1, limit=1)
+    return render_template("queue.html", threshold=threshold, limit=limit, tiles=queued,
+                           most_uncertain=nearest[0]["mean_uncertainty"] if nearest else None)
 
 
 @blueprint.get("/tiles/<int:tile_id>")

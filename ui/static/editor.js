@@ -129,11 +129,11 @@ async function save() {
       headers: { "Idempotency-Key": state.idempotencyKey },
       body: JSON.stringify({ tile_id: state.tile.tile_id, base_version: state.tile.head_version,
                              mask_png: maskPng(), comment: document.getElementById("comment").value }) });
-    document.getElementById("diff").textContent = body.diff;
-    status(`Saved as version ${body.version}.`);
     state.idempotencyKey = null;
     document.getElementById("comment").value = "";
     await load();
+    document.getElementById("diff").textContent = body.diff;
+    status(`Saved as version ${body.version}.`);
   } catch (error) { status("Not saved: " + error.message); }
 }
 
@@ -143,9 +143,9 @@ async function rollback(version) {
     const { body } = await api(root.dataset.rollbackUrl, { method: "POST",
       headers: { "Idempotency-Key": newKey() },
       body: JSON.stringify({ tile_id: state.tile.tile_id, target_version: version }) });
+    await load();
     document.getElementById("diff").textContent = body.diff;
     status(`Version ${body.version} restores version ${version}.`);
-    await load();
   } catch (error) { status("Not rolled back: " + error.message); }
 }
 
