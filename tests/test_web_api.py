@@ -288,3 +288,23 @@ def test_openapi_document_survives_a_schema_driven_fuzz_run(review_box, tmp_path
         capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache stays there
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert admin.get(f"{review_box.url}/api/v1/me").status_code == 200
+
+
+def test_password_change_on_the_page_ends_the_old_sessions(review_box):
+    box, url = review_box.box, review_box.url
+    box.aomas("user", "add", "pat", "--role", "researcher", "--password-file",
+              str(box.root / "password"))
+    page_session, other_session = review_box.login("pat"), review_box.login("pat")
+    page = page_session.get(f"{url}/password").text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    new_password = "a new long password 42"
+    answer = page_session.post(f"{url}/password", allow_redirects=False, data={
+        "csrf_token": token, "password": PASSWORD, "new_password": new_password,
+        "repeat_password": new_password})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/login"
+    assert other_session.get(f"{url}/api/v1/me").status_code == 401
+    assert requests.post(f"{url}/api/v1/session", json={"username": "pat",
+                         "password": PASSWORD}, timeout=30).status_code == 401
+    assert review_box.login("pat", new_password).get(f"{url}/api/v1/me").status_code == 200
+    assert box.query("SELECT count(*) FROM audit_events WHERE actor = 'pat' AND "
+                     "action = 'user.password_change'")[0][0] == 1
