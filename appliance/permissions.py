@@ -7,8 +7,11 @@ researcher: read cases and results.
 
 from __future__ import annotations
 
+EVERY_ROLE = frozenset({"admin", "clinician", "labeler", "ml-engineer", "researcher"})
+
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "view_runs": frozenset({"admin", "clinician", "labeler", "ml-engineer", "researcher"}),
+    "own_account": EVERY_ROLE,  # log out, change one's own password, read the API document
+    "view_runs": EVERY_ROLE,
     "create_runs": frozenset({"admin", "ml-engineer"}),
     "view_tiles": frozenset({"admin", "labeler", "ml-engineer"}),
     "edit_labels": frozenset({"admin", "labeler"}),

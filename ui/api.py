@@ -84,20 +84,20 @@ def login():
 
 
 @blueprint.delete("/session")
-@requires("view_runs")
+@requires("own_account")
 def logout():
     auth.log_out()
     return "", 204
 
 
 @blueprint.get("/me")
-@requires("view_runs")
+@requires("own_account")
 def me():
     return jsonify({**g.user, "csrf_token": generate_csrf()})
 
 
 @blueprint.get("/openapi.json")
-@requires("view_runs")
+@requires("own_account")
 def openapi():
     return jsonify(document())
 

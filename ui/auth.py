@@ -42,14 +42,14 @@ def log_out() -> None:
 
 
 @blueprint.post("/logout")
-@requires("view_runs")
+@requires("own_account")
 def logout():
     log_out()
     return redirect(url_for("auth.login"))
 
 
 @blueprint.route("/password", methods=["GET", "POST"])
-@requires("view_runs")
+@requires("own_account")
 def password():
     if request.method == "GET":
         return render_template("password.html")
