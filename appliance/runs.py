@@ -16,7 +16,7 @@ import sqlite_utils
 
 from appliance import audit
 from appliance.database import write_transaction
-from appliance.exceptions import Conflict, NotFound
+from appliance.exceptions import Conflict, InvalidInput, NotFound
 from appliance.version import pipeline_version
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
@@ -87,6 +87,8 @@ def get(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
 
 def list_runs(db: sqlite_utils.Database, state: str | None = None,
               limit: int = 50) -> list[dict[str, Any]]:
+    if state and state not in (QUEUED, RUNNING, *FINISHED):
+        raise InvalidInput(f"state must be one of {', '.join((QUEUED, RUNNING, *FINISHED))}")
     where, params = ("state = ?", [state]) if state else (None, None)
     rows = db["runs"].rows_where(where, params, order_by="queued_at desc", limit=limit)
     return [_decode(row) for row in rows]

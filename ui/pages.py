@@ -22,6 +22,7 @@ from appliance import audit, outbox, runs, tiles
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.permissions import allowed
 from appliance.storage import ObjectStore
+from ui.api import enqueue_run
 from ui.security import requires
 
 blueprint = Blueprint("pages", __name__)
@@ -38,8 +39,6 @@ def permissions():
 @requires("view_runs")
 def worklist():
     state = request.args.get("state") or None
-    if state and state not in (runs.QUEUED, runs.RUNNING, *runs.FINISHED):
-        raise InvalidInput("state must be one of QUEUED, RUNNING, SUCCEEDED, FAILED")
     return render_template("worklist.html", runs=runs.list_runs(g.db, state=state, limit=100),
                            state=state or "", deliveries=outbox.summary(g.db))
 
@@ -72,9 +71,7 @@ def run_qc_png(run_id: str):
 @requires("create_runs")
 def run_retry(run_id: str):
     runs.retry(g.db, run_id, actor=g.user["username"])
-    queue = current_app.extensions["aomas"]["queue"]
-    if queue is not None:
-        queue.enqueue(run_id)
+    enqueue_run(run_id)
     flash(f"Run {run_id[:12]} queued again.")
     return redirect(url_for("pages.worklist"))
 
