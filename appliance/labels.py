@@ -24,6 +24,14 @@ from appliance.storage import ObjectStore
 EDIT, ROLLBACK = "edit", "rollback"
 MAX_COMMENT_CHARS = 2000
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+# Stored with each version but not shown: where the mask lies, and the client's retry key.
+_INTERNAL = ("mask_sha256", "idempotency_key")
+
+
+def shown(version: dict[str, Any]) -> dict[str, Any]:
+    """A version as people and clients see it, with its diff text."""
+    return {**{k: v for k, v in version.items() if k not in _INTERNAL},
+            "diff": diff_text(version)}
 
 
 def decode_mask(png: bytes, shape: tuple[int, int]) -> np.ndarray:
@@ -61,15 +69,13 @@ def mask_of(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any],
 
 
 def history(db: sqlite_utils.Database, tile_id: int) -> list[dict[str, Any]]:
-    """Every version of the tile, oldest first, the model's as version 0."""
+    """Every version of the tile as ``shown``, oldest first, the model's as version 0."""
     tile = tiles.get(db, tile_id)
     model = {"label_id": None, "tile_id": tile_id, "version": 0, "author": "model",
              "created_at": tile["created_at"], "kind": "model", "source_version": None,
              "added_px": 0, "removed_px": 0, "comment": ""}
     rows = db["labels"].rows_where("tile_id = ?", [tile_id], order_by="version")
-    return [model, *({k: v for k, v in row.items() if k not in ("mask_sha256",
-                                                                 "idempotency_key")}
-                     for row in rows)]
+    return [shown(version) for version in (model, *rows)]
 
 
 def save(db: sqlite_utils.Database, store: ObjectStore, tile_id: int, mask_png: bytes, *,

@@ -85,6 +85,14 @@ def get(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
     return _decode(rows[0]) if rows else None
 
 
+def require(db: sqlite_utils.Database, run_id: str) -> dict[str, Any]:
+    """The run, or NotFound (for callers that answer a person who named it)."""
+    run = get(db, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run
+
+
 def list_runs(db: sqlite_utils.Database, state: str | None = None,
               limit: int = 50) -> list[dict[str, Any]]:
     if state and state not in (QUEUED, RUNNING, *FINISHED):
@@ -149,9 +157,7 @@ def retry(db: sqlite_utils.Database, run_id: str, *, actor: str) -> dict[str, An
     A superseded run is not retried: its case has newer data, and that run is the one to use.
     """
     with write_transaction(db):
-        run = get(db, run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = require(db, run_id)
         if run["state"] != FAILED or run["superseded_by"]:
             raise Conflict(f"run {run_id} is {run['state']}"
                            f"{' and superseded' if run['superseded_by'] else ''}; only a failed "

@@ -9,7 +9,6 @@ recently viewed runs stay in memory, so paging through a queue reads each run's 
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -58,11 +57,10 @@ def review_queue(db: sqlite_utils.Database, *,
     if run_id is not None:
         where.append("t.run_id = ?")
         params.append(run_id)
-    rows = db.execute(
+    return list(db.query(
         f"SELECT t.* FROM tiles t JOIN runs r USING (run_id) WHERE {' AND '.join(where)} "
         "ORDER BY t.mean_uncertainty DESC, t.tile_id LIMIT ?",
-        [*params, min(max(limit, 0), MAX_QUEUE_LIMIT)])
-    return [dict(zip([c[0] for c in rows.description], row, strict=True)) for row in rows]
+        [*params, min(max(limit, 0), MAX_QUEUE_LIMIT)]))
 
 
 def get(db: sqlite_utils.Database, tile_id: int) -> dict[str, Any]:
@@ -82,8 +80,10 @@ class TileImages:
 
 
 def images(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any]) -> TileImages:
-    run = db.execute("SELECT result FROM runs WHERE run_id = ?", [tile["run_id"]]).fetchone()
-    npz_sha256 = json.loads(run[0])["artifacts"]["preprocessed_npz"]
+    # One field of the run's result, not the whole JSON: this is on every tile fetch.
+    npz_sha256 = db.execute(
+        "SELECT json_extract(result, '$.artifacts.preprocessed_npz') FROM runs "
+        "WHERE run_id = ?", [tile["run_id"]]).fetchone()[0]
     enface, model_mask, uncertainty = _run_arrays(store, npz_sha256)
     rows = slice(tile["row_px"], tile["row_px"] + tile["height_px"])
     columns = slice(tile["column_px"], tile["column_px"] + tile["width_px"])

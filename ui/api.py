@@ -116,10 +116,7 @@ def list_runs():
 @blueprint.get("/runs/<run_id>")
 @requires("view_runs")
 def get_run(run_id: str):
-    run = runs.get(g.db, run_id)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    return jsonify(run)
+    return jsonify(runs.require(g.db, run_id))
 
 
 @blueprint.post("/runs")
@@ -202,7 +199,7 @@ def get_tile(tile_id: int):
 @blueprint.get("/tiles/<int:tile_id>/labels")
 @requires("view_tiles")
 def tile_history(tile_id: int):
-    return jsonify([{**v, "diff": labels.diff_text(v)} for v in labels.history(g.db, tile_id)])
+    return jsonify(labels.history(g.db, tile_id))
 
 
 @blueprint.post("/labels")
@@ -234,9 +231,8 @@ def rollback_label():
 
 
 def _version_answer(version: dict, created: bool):
-    shown = {k: v for k, v in version.items() if k not in ("mask_sha256", "idempotency_key")}
     # 201 for a new version; 200 when an Idempotency-Key found the one made the first time.
-    return jsonify({**shown, "diff": labels.diff_text(version)}), 201 if created else 200
+    return jsonify(labels.shown(version)), 201 if created else 200
 
 
 # -- outbox and audit --------------------------------------------------------------------------

@@ -46,9 +46,7 @@ def worklist():
 @blueprint.get("/runs/<run_id>")
 @requires("view_runs")
 def run_view(run_id: str):
-    run = runs.get(g.db, run_id)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
+    run = runs.require(g.db, run_id)
     return render_template(
         "run.html", run=run, result=run["result"] or {},
         manifest=json.dumps(run["manifest"], indent=2, sort_keys=True),
@@ -59,8 +57,8 @@ def run_view(run_id: str):
 @blueprint.get("/runs/<run_id>/qc.png")
 @requires("view_runs")
 def run_qc_png(run_id: str):
-    run = runs.get(g.db, run_id)
-    if run is None or not run["result"]:
+    run = runs.require(g.db, run_id)
+    if not run["result"]:
         raise NotFound(f"run {run_id} has no QC snapshot")
     store: ObjectStore = current_app.extensions["aomas"]["store"]
     path = store.path_for(run["result"]["artifacts"]["qc_png"])
