@@ -27,3 +27,8 @@ class NotFound(AomasError):
 
 class Conflict(AomasError):
     """The request clashes with the current state (a newer version, a reused key); reload."""
+
+
+class NotPermitted(AomasError):
+    """This person may not do this to this object, whatever their role (e.g. rate blind a
+    tile they labelled); someone else has to."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound
 from appliance.storage import ObjectStore
 
-EDIT, ROLLBACK = "edit", "rollback"
+EDIT, ROLLBACK, ADJUDICATION = "edit", "rollback", "adjudication"
 MAX_COMMENT_CHARS = 2000
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 # Stored with each version but not shown: where the mask lies, and the client's retry key.
@@ -89,7 +90,7 @@ def save(db: sqlite_utils.Database, store: ObjectStore, tile_id: int, mask_png: 
     _check_text(comment, idempotency_key)
     tile = tiles.get(db, tile_id)
     mask = decode_mask(mask_png, (tile["height_px"], tile["width_px"]))
-    return _add_version(db, store, tile, mask, author=author, kind=EDIT,
+    return add_version(db, store, tile, mask, author=author, kind=EDIT,
                         base_version=base_version, source_version=None, comment=comment,
                         idempotency_key=idempotency_key)
 
@@ -104,7 +105,7 @@ def rollback(db: sqlite_utils.Database, store: ObjectStore, tile_id: int, target
         raise NotFound(f"tile {tile_id} has no version {target_version}; its history lists "
                        "the versions there are")
     mask = mask_of(db, store, tile, target_version)
-    return _add_version(db, store, tile, mask, author=author, kind=ROLLBACK,
+    return add_version(db, store, tile, mask, author=author, kind=ROLLBACK,
                         base_version=tile["head_version"], source_version=target_version,
                         comment=comment, idempotency_key=idempotency_key)
 
@@ -114,9 +115,13 @@ def diff_text(version: dict[str, Any]) -> str:
     return f"+{version['added_px']} px \u2212{version['removed_px']} px"
 
 
-def _add_version(db, store: ObjectStore, tile: dict, mask: np.ndarray, *, author: str,
-                 kind: str, base_version: int, source_version: int | None, comment: str,
-                 idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+def add_version(db: sqlite_utils.Database, store: ObjectStore, tile: dict, mask: np.ndarray, *,
+                author: str, kind: str, base_version: int, source_version: int | None,
+                comment: str, idempotency_key: str | None,
+                also: Callable[[dict[str, Any]], None] | None = None,
+                ) -> tuple[dict[str, Any], bool]:
+    """Append ``mask`` as the tile's next version; ``also(version)`` runs in the same
+    transaction (an adjudication records its decision there)."""
     head = mask_of(db, store, tile, tile["head_version"])
     sha256 = store.put_bytes(encode_mask(mask))  # before the transaction: fsync is slow
     with write_transaction(db):
@@ -128,6 +133,9 @@ def _add_version(db, store: ObjectStore, tile: dict, mask: np.ndarray, *, author
                 raise Conflict("this Idempotency-Key was used for a different change; send a "
                                "new key with each new change")
             return earlier, False
+        if kind != ADJUDICATION and _awaits_adjudication(db, tile["tile_id"]):
+            raise Conflict(f"tile {tile['tile_id']} is flagged for adjudication; its next "
+                           "version is the adjudicator's decision")
         current = db["tiles"].get(tile["tile_id"])["head_version"]
         if current != base_version:
             raise Conflict(f"tile {tile['tile_id']} is at version {current}, this change was "
@@ -146,7 +154,14 @@ def _add_version(db, store: ObjectStore, tile: dict, mask: np.ndarray, *, author
                      detail={"version": current + 1, "source_version": source_version,
                              "run_id": tile["run_id"], "added_px": version["added_px"],
                              "removed_px": version["removed_px"]})
+        if also is not None:
+            also(version)
     return version, True
+
+
+def _awaits_adjudication(db, tile_id: int) -> bool:
+    return bool(db["adjudications"].count_where("tile_id = ? AND decided_at IS NULL",
+                                                [tile_id]))
 
 
 def _by_key(db, author: str, idempotency_key: str | None) -> dict[str, Any] | None:

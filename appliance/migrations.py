@@ -118,3 +118,21 @@ def _review(db: sqlite_utils.Database) -> None:
         for change in ("UPDATE", "DELETE"):
             db.execute(f"CREATE TRIGGER {table}_no_{change.lower()} BEFORE {change} ON {table} "
                        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END")
+
+
+@migrations(name="0006_adjudication")
+def _adjudication(db: sqlite_utils.Database) -> None:
+    # A tile flagged for a second opinion: the first rater's version (the head when flagged), a
+    # blind second rating (its mask is not a label version: it competes with the head rather
+    # than following it), their Dice, and the adjudicator's decision, which becomes the tile's
+    # next label version and its reference. One open adjudication per tile at a time.
+    db["adjudications"].create({
+        "adjudication_id": int, "tile_id": int, "flagged_by": str, "flagged_at": float,
+        "reason": str, "first_version": int, "first_author": str, "second_author": str,
+        "second_mask_sha256": str, "second_at": float, "dice": float, "decided_by": str,
+        "decided_at": float, "decision": str, "reference_version": int,
+    }, pk="adjudication_id", foreign_keys=[("tile_id", "tiles")],
+        not_null={"tile_id", "flagged_by", "first_version"})
+    db.execute("CREATE UNIQUE INDEX adjudications_open_per_tile ON adjudications (tile_id) "
+               "WHERE decided_at IS NULL")
+    db["tiles"].add_column("reference_version", int)

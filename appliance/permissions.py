@@ -1,8 +1,8 @@
 """What each role may do. Every web route names one permission; nothing else grants access.
 
-admin: everything. clinician: read cases and results, accept a case's review. labeler: the
-review queue and the tile editor. ml-engineer: read everything a run produced, start runs.
-researcher: read cases and results.
+admin: everything. clinician: read cases and results, adjudicate tiles two labelers disagree
+on, accept a case's review. labeler: the review queue, the tile editor, blind second ratings.
+ml-engineer: read everything a run produced, start runs. researcher: read cases and results.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "create_runs": frozenset({"admin", "ml-engineer"}),
     "view_tiles": frozenset({"admin", "labeler", "ml-engineer"}),
     "edit_labels": frozenset({"admin", "labeler"}),
+    "adjudicate": frozenset({"admin", "clinician"}),
+    "accept_reviews": frozenset({"admin", "clinician"}),
     "manage_outbox": frozenset({"admin"}),
     "view_audit": frozenset({"admin"}),
 }

@@ -15,17 +15,17 @@ from appliance import health
 from appliance.accounts import LoginRefused
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
-from appliance.exceptions import AomasError, Conflict, InvalidInput, NotFound
+from appliance.exceptions import AomasError, Conflict, InvalidInput, NotFound, NotPermitted
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
-from ui import api, auth, pages, security
+from ui import api, api_labels, auth, pages, security
 from ui.security import public, refuse
 
 log = logging.getLogger(__name__)
 
 # How the appliance's exceptions read on the wire.
-STATUS_FOR_ERROR = ((LoginRefused, 401), (NotFound, 404), (Conflict, 409), (InvalidInput, 422),
-                    (AomasError, 400))
+STATUS_FOR_ERROR = ((LoginRefused, 401), (NotPermitted, 403), (NotFound, 404), (Conflict, 409),
+                    (InvalidInput, 422), (AomasError, 400))
 
 
 def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStore,
@@ -42,6 +42,7 @@ def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStor
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(api_labels.blueprint)
 
     @app.get("/healthz")
     @public
