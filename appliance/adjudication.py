@@ -50,6 +50,18 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
             "state": state_of(row)}
 
 
+def as_seen_by(db: sqlite_utils.Database, row: dict[str, Any], username: str) -> dict[str, Any]:
+    """``shown(row)``, less who rated and when, for someone it must stay blind to; ``blind``
+    says which it is."""
+    seen = shown(row)
+    if is_blind_for(db, row["tile_id"], username):
+        # Whose version it is would tell a blind rater whose work they are checking.
+        return {**{k: seen[k] for k in ("adjudication_id", "tile_id", "state", "flagged_at")
+                   if k in seen},
+                **{k: seen[k] for k in ("run_id", "case_id") if k in seen}, "blind": True}
+    return {**seen, "blind": False}
+
+
 def current(db: sqlite_utils.Database, tile_id: int) -> dict[str, Any] | None:
     """The tile's open adjudication, or else its latest decided one, or None."""
     rows = list(db["adjudications"].rows_where(

@@ -50,8 +50,13 @@ def decode_mask(png: bytes, shape: tuple[int, int]) -> np.ndarray:
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
+    return png_bytes(np.where(mask, 255, 0).astype(np.uint8))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """An 8-bit grey (h, w) or RGB (h, w, 3) array as PNG file bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buffer, "PNG")
+    Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
 
 

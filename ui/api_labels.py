@@ -93,8 +93,9 @@ def _version_answer(version: dict, created: bool):
 @requires("view_tiles")
 def list_adjudications():
     limit = payload.query_number("limit", int, 200)
-    return jsonify(adjudication.listing(g.db, request.args.get("state") or None,
-                                        limit=max(1, min(limit, 1000))))
+    rows = adjudication.listing(g.db, request.args.get("state") or None,
+                                limit=max(1, min(limit, 1000)))
+    return jsonify([adjudication.as_seen_by(g.db, row, g.user["username"]) for row in rows])
 
 
 @blueprint.get("/tiles/<int:tile_id>/adjudication")
@@ -102,13 +103,8 @@ def list_adjudications():
 def get_adjudication(tile_id: int):
     tiles.get(g.db, tile_id)
     row = adjudication.current(g.db, tile_id)
-    if row is None:
-        return jsonify(None)
-    shown = adjudication.shown(row)
-    if adjudication.is_blind_for(g.db, tile_id, g.user["username"]):
-        # Who labelled the first version would tell a blind rater whose work they check.
-        shown = {k: shown[k] for k in ("adjudication_id", "tile_id", "state", "flagged_at")}
-    return jsonify(shown)
+    return jsonify(None if row is None
+                   else adjudication.as_seen_by(g.db, row, g.user["username"]))
 
 
 @blueprint.post("/tiles/<int:tile_id>/adjudication")

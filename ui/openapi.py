@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance import tiles
+from appliance import adjudication, tiles
 from appliance.version import pipeline_version
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -23,7 +23,8 @@ def _answer(description: str, schema: dict | None = None) -> dict:
 
 def _errors(*codes: int) -> dict:
     meaning = {400: "malformed request or CSRF token missing", 401: "no session; log in",
-               403: "the role may not do this", 404: "no such object",
+               403: "the role may not do this (or this person, e.g. a rater adjudicating)",
+               404: "no such object",
                409: "conflicts with the current state (stale version, reused key)",
                422: "well-formed but unusable"}
     return {str(code): _answer(meaning[code], ERROR) for code in (401, 403, *codes)}
@@ -53,6 +54,7 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                    "description": "The same key again returns the version made the first time."}
 LABEL_VERSION = {"$ref": "#/components/schemas/LabelVersion"}
+ADJUDICATION = {"$ref": "#/components/schemas/Adjudication"}
 RUN = {"$ref": "#/components/schemas/RunSummary"}
 
 
@@ -137,6 +139,43 @@ def document() -> dict[str, Any]:
                           "200": _answer("made before with this Idempotency-Key",
                                          LABEL_VERSION),
                           **_errors(400, 404, 409, 422)}}},
+        "/api/v1/adjudications": {"get": {
+            "summary": "Tiles flagged for adjudication, oldest waiting first",
+            "parameters": [_query("state", {"type": "string", "enum": list(
+                adjudication.STATES)}, "only in this state"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most")],
+            "responses": {"200": _answer("adjudications", {"type": "array",
+                                                           "items": ADJUDICATION}),
+                          **_errors(422)}}},
+        "/api/v1/tiles/{tile_id}/adjudication": {
+            "get": {"summary": "The tile's open (else latest) adjudication, or null; a blind "
+                               "rater sees only its state",
+                    "parameters": [_path_id("tile_id", "integer")],
+                    "responses": {"200": _answer("the adjudication"), **_errors(404)}},
+            "post": {"summary": "Flag the tile's current version for a blind second opinion",
+                     "parameters": [_path_id("tile_id", "integer")],
+                     "requestBody": _json_body(_object({"reason": {
+                         "type": "string", "maxLength": 2000}})),
+                     "responses": {"201": _answer("flagged", ADJUDICATION),
+                                   **_errors(400, 404, 409, 422)}}},
+        "/api/v1/tiles/{tile_id}/adjudication/rating": {"post": {
+            "summary": "The blind second rating (a labeler who has not labelled the tile)",
+            "parameters": [_path_id("tile_id", "integer")],
+            "requestBody": _json_body(_object({"mask_png": {
+                "type": "string", "contentEncoding": "base64"}}, ["mask_png"])),
+            "responses": {"201": _answer("rated; the Dice agreement is in 'dice'",
+                                         ADJUDICATION),
+                          "200": _answer("this rating was recorded before", ADJUDICATION),
+                          **_errors(400, 404, 409, 422)}}},
+        "/api/v1/tiles/{tile_id}/adjudication/decision": {"post": {
+            "summary": "Keep one opinion or combine both as the reference version "
+                       "(adjudicator: admin or clinician, not a rater)",
+            "parameters": [_path_id("tile_id", "integer")],
+            "requestBody": _json_body(_object({
+                "choice": {"type": "string", "enum": list(adjudication.CHOICES)},
+                "comment": {"type": "string", "maxLength": 2000}}, ["choice"])),
+            "responses": {"201": _answer("the reference version", LABEL_VERSION),
+                          **_errors(400, 404, 409, 422)}}},
         "/api/v1/outbox": {"get": {
             "summary": "Outputs to deliver, per destination (admin)",
             "parameters": [_query("state", {"type": "string",
@@ -184,10 +223,23 @@ def document() -> dict[str, Any]:
                 "LabelVersion": _object({
                     "label_id": {"type": ["integer", "null"]}, "tile_id": {"type": "integer"},
                     "version": {"type": "integer"}, "author": {"type": "string"},
-                    "kind": {"type": "string", "enum": ["model", "edit", "rollback"]},
+                    "kind": {"type": "string",
+                             "enum": ["model", "edit", "rollback", "adjudication"]},
                     "source_version": {"type": ["integer", "null"]},
                     "added_px": {"type": "integer"}, "removed_px": {"type": "integer"},
                     "diff": {"type": "string"}}, ["tile_id", "version", "kind"]),
+                "Adjudication": _object({
+                    "adjudication_id": {"type": "integer"}, "tile_id": {"type": "integer"},
+                    "state": {"type": "string", "enum": list(adjudication.STATES)},
+                    "flagged_by": {"type": "string"},
+                    "first_version": {"type": "integer"},
+                    "first_author": {"type": "string"},
+                    "second_author": {"type": ["string", "null"]},
+                    "dice": {"type": ["number", "null"]},
+                    "decided_by": {"type": ["string", "null"]},
+                    "decision": {"type": ["string", "null"]},
+                    "reference_version": {"type": ["integer", "null"]}},
+                    ["adjudication_id", "tile_id", "state"]),
             },
         },
     }

@@ -4,8 +4,10 @@ worklist's live refresh fetch JSON from /api/v1 with the page's CSRF token."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+import numpy as np
 from flask import (
     Blueprint,
     Response,
@@ -18,7 +20,7 @@ from flask import (
     url_for,
 )
 
-from appliance import audit, outbox, runs, tiles
+from appliance import adjudication, audit, labels, outbox, runs, tiles
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.permissions import allowed
 from appliance.storage import ObjectStore
@@ -33,6 +35,14 @@ def permissions():
     """``can('edit_labels')`` in templates: links a role may not follow are not shown."""
     return {"can": lambda permission: g.get("user") is not None
             and allowed(g.user["role"], permission)}
+
+
+@blueprint.app_template_filter("utc")
+def utc(epoch: float | None) -> str:
+    """Seconds since 1970 as a UTC time a person reads; the appliance stores UTC throughout."""
+    if not epoch:
+        return ""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @blueprint.get("/")
@@ -94,7 +104,81 @@ def review_queue():
 @blueprint.get("/tiles/<int:tile_id>")
 @requires("view_tiles")
 def tile_editor(tile_id: int):
-    return render_template("editor.html", tile=tiles.get(g.db, tile_id))
+    tile = tiles.get(g.db, tile_id)
+    row = adjudication.current(g.db, tile_id)
+    return render_template(
+        "editor.html", tile=tile,
+        adjudication=adjudication.as_seen_by(g.db, row, g.user["username"]) if row else None)
+
+
+@blueprint.post("/tiles/<int:tile_id>/adjudication")
+@requires("edit_labels")
+def flag_tile(tile_id: int):
+    adjudication.flag(g.db, tile_id, actor=g.user["username"],
+                      reason=request.form.get("reason", ""))
+    flash(f"Tile {tile_id} is flagged for adjudication; another labeler rates it blind.")
+    return redirect(url_for("pages.tile_editor", tile_id=tile_id))
+
+
+@blueprint.get("/adjudication")
+@requires("view_tiles")
+def adjudication_list():
+    return render_template("adjudications.html", rows=[
+        adjudication.as_seen_by(g.db, row, g.user["username"])
+        for row in adjudication.listing(g.db, limit=500)])
+
+
+@blueprint.get("/adjudication/<int:tile_id>")
+@requires("adjudicate")
+def adjudication_view(tile_id: int):
+    row, first, second = adjudication.masks(g.db, current_app.extensions["aomas"]["store"],
+                                            tile_id)
+    return render_template(
+        "adjudicate.html", tile=tiles.get(g.db, tile_id), row=adjudication.shown(row),
+        choices=adjudication.CHOICES, first_px=int(first.sum()), second_px=int(second.sum()),
+        both_px=int((first & second).sum()))
+
+
+@blueprint.get("/adjudication/<int:tile_id>/compare.png")
+@requires("adjudicate")
+def adjudication_png(tile_id: int):
+    store = current_app.extensions["aomas"]["store"]
+    _, first, second = adjudication.masks(g.db, store, tile_id)
+    enface = tiles.images(g.db, store, tiles.get(g.db, tile_id)).enface
+    return Response(comparison_png(enface, first, second), mimetype="image/png")
+
+
+@blueprint.post("/adjudication/<int:tile_id>")
+@requires("adjudicate")
+def adjudication_decide(tile_id: int):
+    version = adjudication.decide(g.db, current_app.extensions["aomas"]["store"], tile_id,
+                                  request.form.get("choice", ""),
+                                  adjudicator=g.user["username"],
+                                  comment=request.form.get("comment", ""))
+    flash(f"Version {version['version']} ({request.form.get('choice')}) is tile {tile_id}'s "
+          "reference.")
+    return redirect(url_for("pages.tile_editor", tile_id=tile_id))
+
+
+def comparison_png(enface: np.ndarray, first: np.ndarray, second: np.ndarray,
+                   scale: int = 8) -> bytes:
+    """Three panels on the en-face tile: the first rater's mask (green), the second's (blue),
+    and where they differ (green = first only, blue = second only, white = both)."""
+    grey = (np.repeat(enface[..., None], 3, axis=2) * 180).astype(np.uint8)
+    green, blue, white = np.array([40, 220, 40]), np.array([60, 120, 255]), np.array([255] * 3)
+
+    def overlay(*layers: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        panel = grey.copy()
+        for mask, colour in layers:
+            panel[mask] = (0.4 * panel[mask] + 0.6 * colour).astype(np.uint8)
+        return panel
+
+    gap = np.full((enface.shape[0], 2, 3), 255, np.uint8)
+    panels = np.concatenate([
+        overlay((first, green)), gap, overlay((second, blue)), gap,
+        overlay((first & ~second, green), (second & ~first, blue), (first & second, white))],
+        axis=1)
+    return labels.png_bytes(np.kron(panels, np.ones((scale, scale, 1), np.uint8)))
 
 
 @blueprint.get("/outbox")

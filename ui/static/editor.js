@@ -7,7 +7,10 @@ const root = document.getElementById("editor");
 const canvas = document.getElementById("tile-canvas");
 const context = canvas.getContext("2d");
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
-const canEdit = root.dataset.canEdit === "yes";
+// Blind mode: the tile awaits this person's second rating for adjudication; the server sends
+// the model's mask, there is no history to show, and Save records the rating instead.
+const blind = root.dataset.mode === "blind";
+let canEdit = root.dataset.canEdit === "yes";
 const state = { tile: null, enface: null, uncertainty: null, mask: null, undo: [],
                 painting: false, idempotencyKey: null, dirty: false };
 
@@ -119,8 +122,20 @@ function undo() {
   if (state.undo.length) { state.mask = state.undo.pop(); state.dirty = state.undo.length > 0; draw(); }
 }
 
+async function saveBlindRating() {
+  status("Sending your blind rating…");
+  try {
+    const { body } = await api(root.dataset.ratingUrl, { method: "POST",
+      body: JSON.stringify({ mask_png: maskPng() }) });
+    canEdit = false;  // one rating per person; the adjudicator decides from here
+    status(`Blind rating recorded. Agreement with the first rater (Dice): ${body.dice.toFixed(3)}.`);
+    document.getElementById("diff").textContent = `Dice ${body.dice.toFixed(3)}`;
+  } catch (error) { status("Not recorded: " + error.message); }
+}
+
 async function save() {
   if (!canEdit || !state.tile) return;
+  if (blind) { await saveBlindRating(); return; }
   if (!state.dirty) { status("Nothing changed since the last version."); return; }
   state.idempotencyKey = state.idempotencyKey || newKey();
   status("Saving…");
@@ -181,6 +196,7 @@ async function load() {
   state.mask = Uint8Array.from(state.mask, v => (v ? 1 : 0));
   state.undo = []; state.dirty = false;
   draw();
+  if (blind) { status("Blind rating: the model's mask; paint, then save your rating."); return; }
   await showHistory();
   status(`Version ${tile.head_version}${canEdit ? "; paint, then save" : " (view only)"}.`);
 }
