@@ -5,6 +5,8 @@ Nothing here mocks a peer. Each test that needs the appliance gets its own data 
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import signal
@@ -15,7 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from appliance.local_pacs import LocalOrthanc, free_port
 from appliance.phantom_study import write_phantom_study
@@ -276,6 +280,28 @@ class ReviewBox:
     def tiles(self) -> list[sqlite3.Row]:
         return self.box.query("SELECT * FROM tiles WHERE run_id = ? ORDER BY tile_id",
                               (self.run_id,))
+
+    def untouched_tile_id(self) -> int:
+        """A tile nobody has labelled or flagged yet (earlier tests, the fuzz run included,
+        write to the same box)."""
+        rows = self.box.query(
+            "SELECT tile_id FROM tiles WHERE run_id = ? AND head_version = 0 AND tile_id NOT "
+            "IN (SELECT tile_id FROM adjudications) ORDER BY tile_id", (self.run_id,))
+        assert rows, "every tile of the review box has been used; process a larger phantom"
+        return rows[0]["tile_id"]
+
+
+def png_of(mask: np.ndarray) -> str:
+    """A boolean mask as the API takes it: base64 PNG, 255 = cone."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def mask_from(tile_json: dict) -> np.ndarray:
+    """The mask PNG of a GET /api/v1/tiles/<id> answer as a boolean array."""
+    png = base64.b64decode(tile_json["images"]["mask_png"])
+    return np.asarray(Image.open(io.BytesIO(png))) > 0
 
 
 def wait_for_http(url: str, timeout: float = 30) -> None:

@@ -4,8 +4,6 @@ idempotency, conflicts and rollback, the audit trail, and a schema-driven fuzz r
 
 from __future__ import annotations
 
-import base64
-import io
 import re
 import sqlite3
 import subprocess
@@ -15,28 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from appliance.config import load_config
 from appliance.database import ThreadLocalDatabase
 from appliance.permissions import PERMISSIONS
 from appliance.storage import ObjectStore
-from tests.conftest import ACCOUNTS, PASSWORD, ReviewBox
+from tests.conftest import ACCOUNTS, PASSWORD, ReviewBox, mask_from, png_of
 from ui.app import create_app
 
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"),
           ("POST", "/api/v1/session"), ("GET", "/static/<path:filename>")}
-
-
-def png_of(mask: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def mask_from(tile_json: dict) -> np.ndarray:
-    png = base64.b64decode(tile_json["images"]["mask_png"])
-    return np.asarray(Image.open(io.BytesIO(png))) > 0
 
 
 def routes(review_box: ReviewBox) -> list[tuple[str, str, object]]:
