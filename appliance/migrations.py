@@ -136,3 +136,20 @@ def _adjudication(db: sqlite_utils.Database) -> None:
     db.execute("CREATE UNIQUE INDEX adjudications_open_per_tile ON adjudications (tile_id) "
                "WHERE decided_at IS NULL")
     db["tiles"].add_column("reference_version", int)
+
+
+@migrations(name="0007_reviews")
+def _reviews(db: sqlite_utils.Database) -> None:
+    # An accepted review of a run: which label version of each edited tile it used, the
+    # measurements recomputed from them, and the reviewed SEG/SR it sent. Never changed: a
+    # later acceptance is review_number + 1.
+    db["reviews"].create({
+        "review_id": int, "run_id": str, "review_number": int, "accepted_by": str,
+        "accepted_at": float, "comment": str, "label_versions": str, "measurements": str,
+        "outputs": str,
+    }, pk="review_id", foreign_keys=[("run_id", "runs")],
+        not_null={"run_id", "review_number", "accepted_by"})
+    db["reviews"].create_index(["run_id", "review_number"], unique=True)
+    for change in ("UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER reviews_no_{change.lower()} BEFORE {change} ON reviews "
+                   "BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END")

@@ -16,7 +16,11 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom import codes
-from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
+from dicom.provenance import MANUFACTURER, MODEL_NAME, Provenance
+
+# Who verified a reviewed report, organisation-wise: the reviewer works at the site running
+# this appliance; the account name says who.
+VERIFYING_ORGANIZATION = "AOMAS review site"
 
 # Measurement key (as in the run's result) → (concept, unit).
 MEASUREMENTS = {
@@ -40,8 +44,13 @@ class RegionMeasurements:
 
 
 def measurement_report(regions: list[RegionMeasurements], enface: Dataset,
-                       evidence: list[Dataset], provenance: Provenance) -> hd.sr.Comprehensive3DSR:
-    """The report; ``evidence`` holds every other object of the run (SEGs, derived OPT)."""
+                       evidence: list[Dataset], provenance: Provenance,
+                       previous_report: Dataset | None = None) -> hd.sr.Comprehensive3DSR:
+    """The report; ``evidence`` holds every other object of the run (SEGs, derived OPT).
+
+    A reviewed report (``provenance.review_number``) is VERIFIED by the reviewer and names the
+    report it follows as its predecessor, so a PACS shows the versions as one history.
+    """
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=provenance.uid("observer-device"), name="AOMAS", manufacturer_name=MANUFACTURER,
         model_name=MODEL_NAME, serial_number=provenance.device_serial_number)
@@ -57,10 +66,16 @@ def measurement_report(regions: list[RegionMeasurements], enface: Dataset,
     sr = hd.sr.Comprehensive3DSR(
         evidence=[enface, *evidence], content=report,
         series_instance_uid=provenance.series_uid("report"),
-        series_number=SERIES_NUMBERS["report"], sop_instance_uid=provenance.uid("report"),
-        instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        series_number=provenance.series_number("report"),
+        sop_instance_uid=provenance.uid("report"), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=True,
+        is_verified=bool(provenance.review_number),
+        verifying_observer_name=provenance.reviewed_by or None,
+        verifying_organization=VERIFYING_ORGANIZATION if provenance.review_number else None,
+        previous_versions=[previous_report] if previous_report is not None else None,
         contributing_equipment=[provenance.contributing_equipment()])
-    sr.SeriesDescription = "AOMAS photoreceptor measurements"
+    sr.SeriesDescription = ("AOMAS photoreceptor measurements"
+                            + (", reviewed" if provenance.review_number else ""))
     sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
     return sr
 
@@ -80,6 +95,6 @@ def _group(region: RegionMeasurements, enface: Dataset, algorithm,
         for key, value in region.values.items() if key in MEASUREMENTS and value is not None]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=provenance.uid("report", region.label), identifier=region.label),
+            uid=provenance.tracking_uid(region.label), identifier=region.label),
         referenced_region=outline, finding_type=codes.CONE_PHOTORECEPTOR,
         finding_sites=[hd.sr.FindingSite(codes.RETINA)], measurements=measurements)

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from dicom import codes
-from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
+from dicom.provenance import MANUFACTURER, MODEL_NAME, Provenance
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
 CONE_RADIUS_PX = 1.0   # each cone centre drawn as a disc this size in the cone SEG
@@ -55,11 +55,14 @@ def cone_seg(cones_px: np.ndarray, enface: Dataset, provenance: Provenance,
 
 
 def _segment(number: int, label: str, property_type, provenance: Provenance):
+    # A person corrected the network's masks: semi-automatic in the standard's words.
+    algorithm_type = (hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if provenance.review_number
+                      else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC)
     return hd.seg.SegmentDescription(
         segment_number=number, segment_label=label,
         segmented_property_category=codes.ANATOMICAL_STRUCTURE,
         segmented_property_type=property_type,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=algorithm_type,
         algorithm_identification=provenance.algorithm(),
         anatomic_regions=[codes.RETINA])
 
@@ -76,15 +79,18 @@ def _segmentation(sources, pixel_array, descriptions, kind: str, label: str,
         source_images=sources, pixel_array=pixel_array, segmentation_type=segmentation_type,
         segment_descriptions=descriptions,
         series_instance_uid=provenance.series_uid(kind + suffix),
-        series_number=SERIES_NUMBERS[kind], sop_instance_uid=provenance.uid(kind + suffix),
+        series_number=provenance.series_number(kind),
+        sop_instance_uid=provenance.uid(kind + suffix),
         instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.software_version,
         device_serial_number=provenance.device_serial_number,
         content_label=label.upper().replace(" ", "_")[:16],
-        content_description=f"AOMAS run {provenance.run_id}"[:64],
+        content_description=provenance.description[:64],
+        content_creator_name=provenance.reviewed_by or None,
         # Empty frames kept: viewers misplace SEGs that omit them (highdicom #214, OHIF #2833).
         omit_empty_frames=False,
         contributing_equipment=[provenance.contributing_equipment()], **options)
-    seg.SeriesDescription = f"AOMAS {label.lower()}"
+    seg.SeriesDescription = f"AOMAS {label.lower()}" + (", reviewed" if provenance.review_number
+                                                         else "")
     seg.CodingSchemeIdentificationSequence = [codes.coding_scheme_identification()]
     return seg

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from flask_wtf.csrf import generate_csrf
 
-from appliance import audit, outbox, runs
+from appliance import audit, outbox, reviews, runs
 from appliance.database import write_transaction
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.models import model_record
@@ -98,6 +98,33 @@ def retry_run(run_id: str):
     run = runs.retry(g.db, run_id, actor=g.user["username"])
     enqueue_run(run_id)
     return jsonify(run_summary(run))
+
+
+@blueprint.post("/runs/<run_id>/review")
+@requires("accept_reviews")
+def accept_review(run_id: str):
+    """Accept the run's review: measurements from the reviewed masks, a reviewed SEG/SR in
+    the outbox. 201 for a new review; 200 when no label changed since the last one."""
+    review, created = accept_run_review(
+        run_id, payload.field(payload.body(), "comment", str, required=False, default=""))
+    return jsonify(review), 201 if created else 200
+
+
+@blueprint.get("/runs/<run_id>/reviews")
+@requires("view_runs")
+def list_reviews(run_id: str):
+    runs.require(g.db, run_id)
+    return jsonify(reviews.of_run(g.db, run_id))
+
+
+def accept_run_review(run_id: str, comment: str) -> tuple[dict, bool]:
+    """The one way the API and the run page accept a review."""
+    services = payload.services()
+    return reviews.accept(
+        g.db, services["store"], run_id, reviewer=g.user["username"],
+        destinations=services["config"].destinations,
+        device_serial_number=services["config"].appliance.device_serial_number,
+        comment=comment)
 
 
 def enqueue_run(run_id: str) -> None:

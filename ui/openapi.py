@@ -93,6 +93,20 @@ def document() -> dict[str, Any]:
         "/api/v1/runs/{run_id}/retry": {"post": {
             "summary": "Queue a failed run again", "parameters": [_path_id("run_id")],
             "responses": {"200": _answer("queued", RUN), **_errors(400, 404, 409)}}},
+        "/api/v1/runs/{run_id}/review": {"post": {
+            "summary": "Accept the run's review: cone measurements recomputed from the labelled "
+                       "tiles, a reviewed cone SEG and SR (verified by you) to the PACS "
+                       "(admin, clinician)",
+            "parameters": [_path_id("run_id")],
+            "requestBody": _json_body(_object({"comment": {"type": "string",
+                                                           "maxLength": 2000}})),
+            "responses": {"201": _answer("the accepted review"),
+                          "200": _answer("no label changed since the last review; that one"),
+                          **_errors(400, 404, 409, 422)}}},
+        "/api/v1/runs/{run_id}/reviews": {"get": {
+            "summary": "The run's accepted reviews, oldest first",
+            "parameters": [_path_id("run_id")],
+            "responses": {"200": _answer("reviews", {"type": "array"}), **_errors(404)}}},
         "/api/v1/active-learning/queue": {"get": {
             "summary": "Tiles above the uncertainty threshold, most uncertain first",
             "parameters": [

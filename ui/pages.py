@@ -20,11 +20,11 @@ from flask import (
     url_for,
 )
 
-from appliance import adjudication, audit, labels, outbox, runs, tiles
+from appliance import adjudication, audit, labels, outbox, reviews, runs, tiles
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.permissions import allowed
 from appliance.storage import ObjectStore
-from ui.api import enqueue_run
+from ui.api import accept_run_review, enqueue_run
 from ui.security import requires
 
 blueprint = Blueprint("pages", __name__)
@@ -61,7 +61,18 @@ def run_view(run_id: str):
         "run.html", run=run, result=run["result"] or {},
         manifest=json.dumps(run["manifest"], indent=2, sort_keys=True),
         tiles=tiles.review_queue(g.db, uncertainty_threshold=-1, limit=tiles.MAX_QUEUE_LIMIT,
-                                 include_labelled=True, run_id=run_id))
+                                 include_labelled=True, run_id=run_id),
+        reviews=reviews.of_run(g.db, run_id))
+
+
+@blueprint.post("/runs/<run_id>/review")
+@requires("accept_reviews")
+def run_accept_review(run_id: str):
+    review, created = accept_run_review(run_id, request.form.get("comment", ""))
+    number, cones = review["review_number"], review["measurements"]["cones"]["cone_count"]
+    flash(f"Review {number} accepted: {cones} cones; the reviewed SEG and SR are in the outbox."
+          if created else f"No label changed since review {number}; it stands.")
+    return redirect(url_for("pages.run_view", run_id=run_id))
 
 
 @blueprint.get("/runs/<run_id>/qc.png")
