@@ -260,11 +260,12 @@ ACCOUNTS = {"admin": "admin", "lena": "labeler", "lars": "labeler", "carl": "cli
 
 
 class ReviewBox:
-    """A running appliance (``aomas serve``) with one processed phantom and an account per
-    role; ``login`` gives a requests session that sends the CSRF token on writes."""
+    """A running appliance (``aomas serve``) with one processed phantom, an account per role
+    and a real Orthanc as its PACS; ``login`` gives a requests session that sends the CSRF
+    token on writes."""
 
-    def __init__(self, box: Box, run_id: str):
-        self.box, self.run_id = box, run_id
+    def __init__(self, box: Box, run_id: str, pacs: Orthanc):
+        self.box, self.run_id, self.pacs = box, run_id, pacs
         self.url = f"http://127.0.0.1:{box.web_port}"
 
     def login(self, username: str, password: str = PASSWORD):
@@ -320,7 +321,12 @@ def wait_for_http(url: str, timeout: float = 30) -> None:
 @pytest.fixture(scope="session")
 def review_box(tmp_path_factory) -> Iterator[ReviewBox]:
     root = tmp_path_factory.mktemp("review")
-    box = Box(root)
+    pacs = Orthanc(root / "orthanc")
+    pacs.start()
+    box = Box(root, destinations=[{"name": "orthanc", "kind": "dimse",
+                                   "ae_title": pacs.ae_title, "host": "127.0.0.1",
+                                   "port": pacs.dicom_port}],
+              worker__outbox_retry_base_seconds=0.2)
     password_file = root / "password"
     password_file.write_text(PASSWORD)
     box.aomas("init", "--admin-user", "admin", "--admin-password-file", str(password_file))
@@ -328,15 +334,17 @@ def review_box(tmp_path_factory) -> Iterator[ReviewBox]:
         if username != "admin":
             box.aomas("user", "add", username, "--role", role, "--password-file",
                       str(password_file))
-    # 64 B-scans x 128 A-lines: an en-face image of 2 x 4 tiles.
+    # 64 B-scans x 192 A-lines: an en-face image of 2 x 6 tiles, enough for every test that
+    # needs a tile nobody has touched (the fuzz run writes to some).
     truth = write_phantom_study(root / "study", PhantomSpec(seed=21, b_scans=64, depth=112,
-                                                            a_lines=128))
+                                                            a_lines=192))
     box.start("serve")
     try:
         assert storescu(box.dicom_port, root / "study" / "dicom").returncode == 0
         run = box.wait_for_run(truth["series_instance_uid"], timeout=180)
         assert run["state"] == "SUCCEEDED", run["reason"]
         wait_for_http(f"http://127.0.0.1:{box.web_port}/healthz")
-        yield ReviewBox(box, run["run_id"])
+        yield ReviewBox(box, run["run_id"], pacs)
     finally:
         box.stop_all()
+        pacs.stop()
