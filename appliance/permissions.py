@@ -2,7 +2,8 @@
 
 admin: everything. clinician: read cases, results and tiles, adjudicate tiles two labelers disagree
 on, accept a case's review. labeler: the review queue, the tile editor, blind second ratings.
-ml-engineer: read everything a run produced, start runs. researcher: read cases and results.
+ml-engineer: read everything a run produced, upload cases, start runs. researcher: read cases
+and results.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "own_account": EVERY_ROLE,  # log out, change one's own password, read the API document
     "view_runs": EVERY_ROLE,
     "create_runs": frozenset({"admin", "ml-engineer"}),
+    "upload_cases": frozenset({"admin", "ml-engineer"}),
     "view_tiles": frozenset({"admin", "clinician", "labeler", "ml-engineer"}),
     "edit_labels": frozenset({"admin", "labeler"}),
     "adjudicate": frozenset({"admin", "clinician"}),

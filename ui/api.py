@@ -12,9 +12,9 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from flask_wtf.csrf import generate_csrf
 
-from appliance import audit, outbox, reviews, runs
+from appliance import audit, outbox, reviews, runs, uploads
 from appliance.database import write_transaction
-from appliance.exceptions import InvalidInput, NotFound
+from appliance.exceptions import InvalidInput, NotFound, TransientError
 from appliance.models import model_record
 from ui import auth, payload
 from ui.openapi import document
@@ -125,6 +125,37 @@ def accept_run_review(run_id: str, comment: str) -> tuple[dict, bool]:
         destinations=services["config"].destinations,
         device_serial_number=services["config"].appliance.device_serial_number,
         comment=comment)
+
+
+@blueprint.post("/cases")
+@requires("upload_cases")
+def upload_case():
+    """DICOM Part 10 files as multipart ``files``, stored like C-STOREs; 201 when every file
+    is stored. A refused file answers with the reason and the files stored before it."""
+    files = request.files.getlist("files")
+    if not files:
+        raise InvalidInput("send the DICOM files as multipart/form-data fields named 'files'")
+    services, stored, refusal = payload.services(), [], None
+    for number, upload in enumerate(files, start=1):
+        try:
+            stored.append(uploads.store_upload(
+                services["ingest"], services["store"].spool, upload.stream,
+                uploader=g.user["username"], peer_address=request.remote_addr or "",
+                label=f"file {number}"))
+        except (InvalidInput, TransientError) as error:
+            refusal = error
+            break
+    if stored:
+        with write_transaction(g.db):
+            audit.record(g.db, actor=g.user["username"], action="case.upload",
+                         object_kind="series", object_id=stored[0]["series_instance_uid"],
+                         detail={"instances": len(stored), "of_files": len(files),
+                                 "series": len({s["series_instance_uid"] for s in stored})})
+    if refusal is not None:
+        # What got in stays in; the client resends from the refused file on.
+        return jsonify(error=str(refusal), stored=stored), \
+            422 if isinstance(refusal, InvalidInput) else 503
+    return jsonify({"stored": stored}), 201
 
 
 def enqueue_run(run_id: str) -> None:

@@ -15,7 +15,16 @@ from appliance import health
 from appliance.accounts import LoginRefused
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
-from appliance.exceptions import AomasError, Conflict, InvalidInput, NotFound, NotPermitted
+from appliance.exceptions import (
+    AomasError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    TransientError,
+)
+from appliance.ingest import Ingest
+from appliance.models import model_record
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
 from ui import api, api_labels, auth, pages, security
@@ -25,14 +34,23 @@ log = logging.getLogger(__name__)
 
 # How the appliance's exceptions read on the wire.
 STATUS_FOR_ERROR = ((LoginRefused, 401), (NotPermitted, 403), (NotFound, 404), (Conflict, 409),
-                    (InvalidInput, 422), (AomasError, 400))
+                    (InvalidInput, 422), (TransientError, 503), (AomasError, 400))
+# One request's body: a 512-B-scan 16-bit volume with room to spare.
+MAX_UPLOAD_BYTES = 2 * 2**30
 
 
 def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStore,
                queue: RunQueue | None = None) -> Flask:
     app = Flask(__name__)
     app.config["AOMAS_IDLE_SECONDS"] = config.web.session_idle_minutes * 60
-    app.extensions["aomas"] = {"config": config, "store": store, "queue": queue}
+    # Uploads through the API are ingested exactly as C-STOREs are (appliance.uploads).
+    ingest = Ingest(databases, store, seed=config.pipeline.seed,
+                    model=model_record(config.pipeline.model_dir).manifest_entry(),
+                    series_idle_seconds=config.dicom.series_idle_seconds,
+                    on_run_queued=queue.enqueue if queue is not None else lambda run_id: None)
+    app.extensions["aomas"] = {"config": config, "store": store, "queue": queue,
+                               "ingest": ingest}
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
 
     @app.before_request
     def open_database():

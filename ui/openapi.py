@@ -87,6 +87,18 @@ def document() -> dict[str, Any]:
                      "responses": {"201": _answer("queued", RUN),
                                    "200": _answer("the same run already exists", RUN),
                                    **_errors(400, 404, 422)}}},
+        "/api/v1/cases": {"post": {
+            "summary": "Upload DICOM Part 10 files (a volume); stored exactly like C-STOREs, a "
+                       "run starts when the series is complete (admin, ml-engineer)",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "schema": _object({"files": {"type": "array", "items": {
+                    "type": "string", "contentMediaType": "application/dicom"}}},
+                    ["files"])}}},
+            "responses": {"201": _answer("every file stored", _object({"stored": {
+                "type": "array"}})),
+                "422": _answer("a file was refused; 'stored' lists the ones before it", ERROR),
+                "503": _answer("the disk is full or the database busy; resend", ERROR),
+                **_errors(400)}}},
         "/api/v1/runs/{run_id}": {"get": {
             "summary": "One run with manifest and result", "parameters": [_path_id("run_id")],
             "responses": {"200": _answer("the run"), **_errors(404)}}},

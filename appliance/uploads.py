@@ -1,0 +1,67 @@
+"""DICOM files uploaded through the API, stored exactly as the SCP stores a C-STORE.
+
+An upload is a Part-10 file (with its file meta information). It is written to the spool, its
+header read the way the SCP reads one, and handed to the same ``Ingest.store_instance``, so
+"stored" means what it means on the wire: durable in the object store, its row committed, a
+run queued once the series is complete. Files are taken one at a time: a bad file is refused
+with the reason and the files before it stay stored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from appliance.exceptions import InvalidInput, TransientError
+from appliance.ingest import Ingest
+from dicom import status
+from dicom.scp import UnreadableHeader, read_header
+from dicom.sop_classes import ACCEPTED_SOP_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
+
+
+def store_upload(ingest: Ingest, spool: Path, stream: BinaryIO, *, uploader: str,
+                 peer_address: str, label: str) -> dict[str, str]:
+    """Store one uploaded file; ``label`` names it in messages (the client's file number, never
+    its file name: that is the sender's text and may carry a patient's name)."""
+    path = spool / f"upload-{uuid.uuid4().hex}"
+    try:
+        with path.open("wb") as spooled:
+            shutil.copyfileobj(stream, spooled, 1 << 20)
+        received = _header(path, uploader, peer_address, label)
+        answer = ingest.store_instance(received)
+        if answer != status.SUCCESS:
+            raise TransientError(f"{label} was not stored (status 0x{answer:04X}: the disk is "
+                                 "full or the database busy); send it again later")
+    finally:
+        path.unlink(missing_ok=True)  # adopted files were renamed away; this is the rest
+    return {"file": label, "sop_instance_uid": received.sop_instance_uid,
+            "series_instance_uid": received.series_instance_uid, "status": "stored"}
+
+
+def _header(path: Path, uploader: str, peer_address: str, label: str):
+    try:
+        meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+        transfer_syntax_uid = str(meta.TransferSyntaxUID)
+    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError) as error:
+        raise InvalidInput(f"{label} is not a DICOM Part 10 file with file meta information "
+                           f"({type(error).__name__})") from None
+    if transfer_syntax_uid not in ACCEPTED_TRANSFER_SYNTAXES:
+        raise InvalidInput(f"{label} uses transfer syntax {transfer_syntax_uid}; send one of "
+                           f"{', '.join(ACCEPTED_TRANSFER_SYNTAXES)}")
+    try:
+        received = read_header(path, transfer_syntax_uid, f"API:{uploader}"[:64], peer_address,
+                               time.time())
+    except UnreadableHeader as error:
+        raise InvalidInput(f"{label} has no readable identifying attributes ({error})") from None
+    if received.sop_class_uid not in ACCEPTED_SOP_CLASSES:
+        raise InvalidInput(f"{label} is SOP class {received.sop_class_uid}; the appliance takes "
+                           f"{', '.join(ACCEPTED_SOP_CLASSES.values())}")
+    os.chmod(path, 0o600)
+    return received
