@@ -4,15 +4,12 @@ a labeler cannot reach admin pages. Screenshots go to test-artifacts/screenshots
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.conftest import PASSWORD, need
+from tests.conftest import PASSWORD, mask_from, need
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 SCALE = 12  # screen pixels per tile pixel in the editor (ui/static/editor.js)
@@ -63,6 +60,7 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
         review_box, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     url = review_box.url
     log_in(browser, url, "lena")
@@ -80,7 +78,7 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
     wait_for(browser, lambda d: text_of(d, "status").startswith("Version 0"))
 
     # Paint on six pixels the model left as background, at brush size 1.
-    model_mask = _mask(review_box.login("lena").get(f"{url}/api/v1/tiles/{tile_id}").json())
+    model_mask = mask_from(review_box.login("lena").get(f"{url}/api/v1/tiles/{tile_id}").json())
     targets = np.argwhere(~model_mask)[::37][:6]
     canvas = browser.find_element(By.ID, "tile-canvas")
     width, height = canvas.size["width"], canvas.size["height"]
@@ -93,7 +91,7 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
     assert text_of(browser, "diff") == "+6 px \u22120 px"
     browser.save_screenshot(str(SCREENSHOTS / "editor.png"))
 
-    saved = _mask(review_box.login("lena").get(f"{url}/api/v1/tiles/{tile_id}").json())
+    saved = mask_from(review_box.login("lena").get(f"{url}/api/v1/tiles/{tile_id}").json())
     assert sorted(map(tuple, np.argwhere(saved & ~model_mask))) == sorted(map(tuple, targets))
     assert not (model_mask & ~saved).any()
 
@@ -103,7 +101,7 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
     wait_for(browser, lambda d: text_of(d, "status") == "Version 2 restores version 0.")
     assert text_of(browser, "diff") == "+0 px \u22126 px"
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#history tbody tr")) == 3)
-    restored = _mask(review_box.login("lena").get(f"{url}/api/v1/tiles/{tile_id}").json())
+    restored = mask_from(review_box.login("lena").get(f"{url}/api/v1/tiles/{tile_id}").json())
     assert (restored == model_mask).all()
 
     # A labeler cannot reach admin pages, not even by typing the address.
@@ -120,9 +118,19 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
     browser.save_screenshot(str(SCREENSHOTS / "audit.png"))
 
     browser.get(f"{url}/runs/{review_box.run_id}")
-    assert wait_for(browser, lambda d: d.execute_script(
-        "const img = document.getElementById('qc'); return img.complete && img.naturalWidth"))
+    loaded = "const img = document.getElementById(arguments[0]); " \
+             "return img.complete && img.naturalWidth"
+    for image in ("qc", "enface", "b-scan", "density-map", "thickness-map"):
+        assert wait_for(browser, lambda d, image=image: d.execute_script(loaded, image)), image
     assert browser.find_elements(By.CSS_SELECTOR, "#measurements td")
+    # The frame slider shows another B-scan.
+    slider = browser.find_element(By.ID, "frame")
+    middle = int(slider.get_attribute("value"))
+    slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    wait_for(browser, lambda d: text_of(d, "frame-number") == str(middle + 2))
+    assert browser.find_element(By.ID, "b-scan").get_attribute("src").endswith(
+        f"/b-scans/{middle + 2}.png")
+    assert wait_for(browser, lambda d: d.execute_script(loaded, "b-scan"))
     browser.save_screenshot(str(SCREENSHOTS / "case.png"))
     # The CSP forbids inline script; the pages' own scripts ran without a violation or error
     # (network entries are the 403 pages above).
@@ -130,7 +138,3 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
               if entry["level"] == "SEVERE" and entry["source"] != "network"]
     assert not errors, errors
 
-
-def _mask(tile_json: dict) -> np.ndarray:
-    png = base64.b64decode(tile_json["images"]["mask_png"])
-    return np.asarray(Image.open(io.BytesIO(png))) > 0

@@ -20,7 +20,7 @@ from flask import (
     url_for,
 )
 
-from appliance import adjudication, audit, labels, outbox, reviews, runs, tiles
+from appliance import adjudication, audit, case_images, labels, outbox, reviews, runs, tiles
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.permissions import allowed
 from appliance.storage import ObjectStore
@@ -57,8 +57,13 @@ def worklist():
 @requires("view_runs")
 def run_view(run_id: str):
     run = runs.require(g.db, run_id)
+    drawable = bool(run["result"]) and run["state"] == runs.SUCCEEDED
     return render_template(
         "run.html", run=run, result=run["result"] or {},
+        map_ranges={name: (low, high) for name, (_, low, high) in _maps(run).items()}
+        if drawable else {},
+        b_scans=run["result"]["volume"]["shape"][0] if drawable else 0,
+        density_cell_px=case_images.DENSITY_CELL_PX,
         manifest=json.dumps(run["manifest"], indent=2, sort_keys=True),
         tiles=tiles.review_queue(g.db, uncertainty_threshold=-1, limit=tiles.MAX_QUEUE_LIMIT,
                                  include_labelled=True, run_id=run_id),
@@ -84,6 +89,64 @@ def run_qc_png(run_id: str):
     store: ObjectStore = current_app.extensions["aomas"]["store"]
     path = store.path_for(run["result"]["artifacts"]["qc_png"])
     return Response(path.read_bytes(), mimetype="image/png")
+
+
+@blueprint.get("/runs/<run_id>/images/<name>.png")
+@requires("view_runs")
+def run_image(run_id: str, name: str):
+    """The case view's pictures: ``enface`` (cones marked), ``density``, ``thickness``."""
+    run = _succeeded(run_id)
+    if name == "enface":
+        arrays = _arrays(run)
+        png = case_images.enface_with_cones(arrays["enface_ISOS"], arrays["cones_px"])
+    elif name in ("density", "thickness"):
+        values, low, high = _maps(run)[name]
+        png = case_images.heat_map(values, low, high)
+    else:
+        raise NotFound(f"no picture {name!r}; there are enface, density and thickness")
+    return Response(png, mimetype="image/png")
+
+
+@blueprint.get("/runs/<run_id>/b-scans/<int:frame>.png")
+@requires("view_runs")
+def run_b_scan(run_id: str, frame: int):
+    """Corrected B-scan ``frame`` (from 0) with the layer surfaces drawn over it."""
+    run, store = _succeeded(run_id), current_app.extensions["aomas"]["store"]
+    derived = next(o for o in run["result"]["outputs"] if o["kind"] == "derived_opt")
+    volume = case_images.corrected_volume(store, derived["sha256"])
+    if not 0 <= frame < len(volume):
+        raise NotFound(f"run {run_id} has B-scans 0 to {len(volume) - 1}")
+    arrays = _arrays(run)
+    surfaces = {name: arrays[f"surface_{name}_px"] for name in case_images.SURFACE_COLOURS}
+    return Response(labels.png_bytes(case_images.draw_surfaces(volume[frame], surfaces, frame)),
+                    mimetype="image/png")
+
+
+def _succeeded(run_id: str) -> dict:
+    run = runs.require(g.db, run_id)
+    if not run["result"]:
+        raise NotFound(f"run {run_id} has no results to draw yet ({run['state'].lower()})")
+    return run
+
+
+def _arrays(run: dict) -> dict:
+    return case_images.run_arrays(current_app.extensions["aomas"]["store"],
+                                  run["result"]["artifacts"]["preprocessed_npz"])
+
+
+def _maps(run: dict) -> dict[str, tuple[np.ndarray, float, float]]:
+    """The two maps with the ends of their colour scales (2nd and 98th percentile, so one
+    outlier does not wash a map out); the page prints the same ends as the legend."""
+    arrays = _arrays(run)
+    pitch_um, _, lateral_um = (v * 1000 for v in run["result"]["volume"]["spacing_mm"])
+    maps = {"density": case_images.cone_density_map(
+                arrays["cones_px"], arrays["enface_ISOS"].shape, (pitch_um, lateral_um)),
+            "thickness": arrays["thickness_outer_segment_length_um"]}
+    ranged = {}
+    for name, values in maps.items():
+        low, high = (float(v) for v in np.nanpercentile(values, [2, 98]))
+        ranged[name] = (values, low, max(high, low + 1e-6))
+    return ranged
 
 
 @blueprint.post("/runs/<run_id>/retry")
