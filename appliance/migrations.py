@@ -153,3 +153,10 @@ def _reviews(db: sqlite_utils.Database) -> None:
     for change in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER reviews_no_{change.lower()} BEFORE {change} ON reviews "
                    "BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END")
+
+
+@migrations(name="0008_run_progress")
+def _run_progress(db: sqlite_utils.Database) -> None:
+    # The stage a RUNNING run is in and since when, for the worklist's live progress.
+    db["runs"].add_column("stage", str)
+    db["runs"].add_column("stage_started_at", float)

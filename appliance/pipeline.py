@@ -14,6 +14,7 @@ import io
 import logging
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,10 @@ MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
                  model: ModelRecord, *, use_gpu: bool = True, predictor_kind: str = "torch",
                  uncertainty_samples: int = 6, segmentation_types: tuple[str, ...] = ("BINARY",),
-                 device_serial_number: str = "") -> dict[str, Any]:
+                 device_serial_number: str = "",
+                 on_stage: Callable[[str], None] = lambda stage: None) -> dict[str, Any]:
     """Process one run's stored instances; return the result recorded with the run.
+    ``on_stage(name)`` is told as each stage begins (the worklist shows it).
 
     Raises ``InvalidInput`` for data that will never process (the run fails at once) and
     ``TransientError`` for failures worth retrying.
@@ -60,6 +63,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         raise InvalidInput(f"the run names model {run['manifest']['model']} but this worker "
                            f"has {model.manifest_entry()}; resubmit the case")
     clock = time.perf_counter()
+    on_stage("read_volume")
     try:
         volume = read_volume(instance_paths)
     except VolumeError as error:
@@ -70,6 +74,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     seconds = {"read_volume": time.perf_counter() - clock}
 
     xp = array_module(prefer_gpu=use_gpu)
+    on_stage("preprocess")
     try:
         prepared = preprocess(volume.voxels, volume.spacing_mm, xp)
     except NoPhotoreceptorLayer as error:
@@ -80,6 +85,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     clock = time.perf_counter()
 
     pitch_um, axial_um, lateral_um = (s * 1000 for s in volume.spacing_mm)
+    on_stage("layers")
     layer_predictor = make_predictor("layers", predictor_kind, model, store, use_gpu)
     layer_labels, b_scan_confidence = layer_model.segment(layer_predictor, prepared.corrected)
     # Two independent readings of the same layers: where they part, a person should look.
@@ -87,11 +93,13 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         prepared.surfaces_px, layer_labels.shape[1]))
     seconds["layers"], clock = time.perf_counter() - clock, time.perf_counter()
 
+    on_stage("cones")
     predictor = make_predictor("cones", predictor_kind, model, store, use_gpu)
     probability, uncertainty = predictor.predict_with_uncertainty(
         cone_model.network_input(prepared.enface), samples=max(uncertainty_samples, 1))
     cones_px = centroids(probability)
     seconds["cones"], clock = time.perf_counter() - clock, time.perf_counter()
+    on_stage("measurements_and_artifacts")
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
     tiles = tile_uncertainty(uncertainty, TILE_PX)
@@ -126,6 +134,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     seconds["measurements_and_artifacts"], clock = time.perf_counter() - clock, time.perf_counter()
 
     # The DICOM outputs, stored for the outbox: derived OPT, en-face images, SEGs, SR.
+    on_stage("dicom_outputs")
     provenance = provenance_for(run, model.manifest_entry(), device_serial_number)
     regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers)
     objects = build_outputs(volume, prepared.corrected, prepared.enface, layer_labels,

@@ -120,6 +120,12 @@ def renew_lease(db: sqlite_utils.Database, run_id: str, worker: str,
     return cursor.rowcount == 1
 
 
+def record_stage(db: sqlite_utils.Database, run_id: str, worker: str, stage: str) -> None:
+    """Note the stage a running run has reached (advisory: the worklist shows it)."""
+    db.execute("UPDATE runs SET stage = ?, stage_started_at = ? WHERE run_id = ? AND state = ? "
+               "AND worker = ?", [stage, time.time(), run_id, RUNNING, worker])
+
+
 def succeed(db: sqlite_utils.Database, run_id: str, worker: str, result: dict[str, Any]) -> bool:
     cursor = db.execute(
         "UPDATE runs SET state = ?, finished_at = ?, result = ?, reason = NULL, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 
 from appliance import outbox, runs, tiles
@@ -60,7 +61,8 @@ class Worker:
                 predictor_kind=self.config.pipeline.predictor,
                 uncertainty_samples=self.config.pipeline.uncertainty_samples,
                 segmentation_types=outbox.segmentation_types(self.config.destinations),
-                device_serial_number=self.config.appliance.device_serial_number)
+                device_serial_number=self.config.appliance.device_serial_number,
+                on_stage=lambda stage: self._record_stage(run_id, stage))
         except (InvalidInput, ConfigurationError) as error:  # retrying cannot help
             runs.fail(db, run_id, str(error))
             log.warning("run %s: FAILED: %s", run_id, error)
@@ -84,6 +86,13 @@ class Worker:
                 self._outputs_waiting.set()
         finally:
             heartbeat.stop()
+
+    def _record_stage(self, run_id: str, stage: str) -> None:
+        # Progress is for people watching; a busy database must not fail the run over it.
+        try:
+            runs.record_stage(self.databases.get(), run_id, self.identity, stage)
+        except sqlite3.Error as error:
+            log.warning("run %s: could not record stage %s: %s", run_id, stage, error)
 
     def _retry_or_fail(self, run: dict, reason: str) -> None:
         db = self.databases.get()

@@ -227,13 +227,15 @@ def run_outputs(tmp_path_factory) -> dict:
     run = {"run_id": "r" * 32, "queued_at": 1_800_000_000.0,
            "manifest": {"model": record.manifest_entry(),
                         "pipeline": {"package": "0.1.0", "commit": "abc"}}}
-    result = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
+    stages: list[str] = []
+    result = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"),
+                          on_stage=stages.append)
     again = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
     objects = {o["kind"]: store.path_for(o["sha256"]) for o in result["outputs"]}
     npz = np.load(io.BytesIO(store.path_for(result["artifacts"]["preprocessed_npz"])
                              .read_bytes()))
     return {"result": result, "again": again, "objects": objects, "npz": npz,
-            "store": store, "run_id": run["run_id"]}
+            "store": store, "run_id": run["run_id"], "stages": stages}
 
 
 class Orthanc(LocalOrthanc):

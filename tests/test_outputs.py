@@ -158,3 +158,11 @@ def test_a_pacs_down_during_the_run_gets_everything_once_it_is_back(make_box, st
         assert len(pacs.instances()) == len(rows) == 6
     finally:
         pacs.stop()
+
+
+def test_the_pipeline_reports_each_stage_as_it_begins(run_outputs):
+    # The same names as the result's stage timings (preprocessing reports its own parts there).
+    assert run_outputs["stages"] == ["read_volume", "preprocess", "layers", "cones",
+                                     "measurements_and_artifacts", "dicom_outputs"]
+    timed = set(run_outputs["result"]["stage_seconds"])
+    assert set(run_outputs["stages"]) - {"preprocess"} <= timed

@@ -256,6 +256,10 @@ def test_runs_create_and_retry(review_box):
     assert retry.status_code == 409 and "SUCCEEDED" in retry.json()["error"]
     listed = mia.get(f"{url}/api/v1/runs", params={"state": "SUCCEEDED"}).json()
     assert review_box.run_id in [r["run_id"] for r in listed]
+    # The worker noted each stage as it went (the worklist shows it while RUNNING).
+    summary = next(r for r in listed if r["run_id"] == review_box.run_id)
+    assert summary["stage"] == "dicom_outputs"
+    assert summary["started_at"] <= summary["stage_started_at"] <= summary["finished_at"]
     assert mia.get(f"{url}/api/v1/runs", params={"state": "DONE"}).status_code == 422
 
 

@@ -169,8 +169,9 @@ def enqueue_run(run_id: str) -> None:
 def run_summary(run: dict) -> dict:
     """What a worklist row needs; the full result is at /api/v1/runs/<id>."""
     result = run.get("result") or {}
-    return {key: run[key] for key in ("run_id", "case_id", "state", "attempts", "queued_at",
-                                      "started_at", "finished_at", "reason", "superseded_by")
+    return {key: run.get(key) for key in ("run_id", "case_id", "state", "attempts", "queued_at",
+                                          "started_at", "finished_at", "reason", "superseded_by",
+                                          "stage", "stage_started_at")
             } | {"stage_seconds": result.get("stage_seconds", {}),
                  "cone_density_per_mm2": (result.get("cones") or {}).get("cone_density_per_mm2")}
 

@@ -245,7 +245,10 @@ def document() -> dict[str, Any]:
                 "RunSummary": _object({
                     "run_id": {"type": "string"}, "case_id": {"type": "integer"},
                     "state": {"type": "string"}, "attempts": {"type": "integer"},
-                    "reason": {"type": ["string", "null"]}}, ["run_id", "state"]),
+                    "reason": {"type": ["string", "null"]},
+                    "stage": {"type": ["string", "null"],
+                              "description": "the stage a RUNNING run is in"},
+                    "stage_started_at": {"type": ["number", "null"]}}, ["run_id", "state"]),
                 "LabelVersion": _object({
                     "label_id": {"type": ["integer", "null"]}, "tile_id": {"type": "integer"},
                     "version": {"type": "integer"}, "author": {"type": "string"},

@@ -15,7 +15,8 @@ async function refreshRuns(table) {
     const row = table.querySelector(`tr[data-run-id="${run.run_id}"]`);
     if (!row) continue;
     row.className = "state-" + run.state.toLowerCase();
-    row.querySelector(".state").textContent = run.state + (run.superseded_by ? " (superseded)" : "");
+    row.querySelector(".state").textContent = run.state + (run.superseded_by ? " (superseded)" : "")
+      + (run.state === "RUNNING" && run.stage ? ` · ${run.stage.replaceAll("_", " ")} for ${Math.max(0, Date.now() / 1000 - run.stage_started_at).toFixed(0)} s` : "");
     row.querySelector(".reason").textContent = run.reason || "";
     if (run.finished_at && run.started_at) {
       row.querySelector(".took").textContent = (run.finished_at - run.started_at).toFixed(1) + " s";
