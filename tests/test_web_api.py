@@ -31,7 +31,8 @@ def routes(review_box: ReviewBox) -> list[tuple[str, str, object]]:
     app = create_app(config, ThreadLocalDatabase(config.data_dir / "aomas.db"),
                      ObjectStore(config.data_dir))
     tile_id = review_box.tiles()[0]["tile_id"]
-    values = {"run_id": review_box.run_id, "tile_id": str(tile_id), "filename": "aomas.css"}
+    values = {"run_id": review_box.run_id, "tile_id": str(tile_id), "filename": "aomas.css",
+              "name": "enface", "frame": "0"}
     found = []
     for rule in app.url_map.iter_rules():
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: values[m.group(1)], rule.rule)
