@@ -9,7 +9,6 @@ with the reason and the files before it stay stored.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -63,5 +62,4 @@ def _header(path: Path, uploader: str, peer_address: str, label: str):
     if received.sop_class_uid not in ACCEPTED_SOP_CLASSES:
         raise InvalidInput(f"{label} is SOP class {received.sop_class_uid}; the appliance takes "
                            f"{', '.join(ACCEPTED_SOP_CLASSES.values())}")
-    os.chmod(path, 0o600)
     return received
