@@ -30,6 +30,9 @@ STATES = (AWAITING_SECOND_RATING, AWAITING_DECISION, DECIDED)
 # What an adjudicator may keep: one rater's mask, or both combined.
 CHOICES = ("first", "second", "union", "intersection")
 MAX_REASON_CHARS = 2000
+# All a blind rater learns of an adjudication: whose version it is, and who flagged it, would
+# tell them whose work they are checking.
+SHOWN_WHEN_BLIND = ("adjudication_id", "tile_id", "state", "flagged_at", "run_id", "case_id")
 
 
 def dice(first: np.ndarray, second: np.ndarray) -> float:
@@ -55,10 +58,7 @@ def as_seen_by(db: sqlite_utils.Database, row: dict[str, Any], username: str) ->
     says which it is."""
     seen = shown(row)
     if is_blind_for(db, row["tile_id"], username):
-        # Whose version it is would tell a blind rater whose work they are checking.
-        return {**{k: seen[k] for k in ("adjudication_id", "tile_id", "state", "flagged_at")
-                   if k in seen},
-                **{k: seen[k] for k in ("run_id", "case_id") if k in seen}, "blind": True}
+        return {**{k: v for k, v in seen.items() if k in SHOWN_WHEN_BLIND}, "blind": True}
     return {**seen, "blind": False}
 
 

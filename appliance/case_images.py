@@ -1,5 +1,6 @@
 """Pictures of a run for the case view: the en-face mosaic with its cones, any corrected B-scan
-with the layer surfaces, and maps of cone density and outer-segment length.
+with the layer surfaces, and maps of cone density and outer-segment length; also the
+adjudication page's mask comparison, and the one PNG encoder the appliance uses.
 
 Drawn on the server as PNGs from the run's stored arrays (no plotting library, no script on the
 page beyond a frame slider). Arrays of recently viewed runs stay in memory; the corrected volume
@@ -9,12 +10,13 @@ is read from the run's derived OPT, the one object that holds it.
 from __future__ import annotations
 
 import functools
+import io
 
 import numpy as np
 import pydicom
+from PIL import Image
 from scipy import ndimage
 
-from appliance.labels import png_bytes
 from appliance.storage import ObjectStore
 
 SURFACE_COLOURS = {"ELM": (80, 200, 255), "ISOS": (0, 255, 0), "COST": (255, 200, 0),
@@ -23,6 +25,13 @@ SURFACE_COLOURS = {"ELM": (80, 200, 255), "ISOS": (0, 255, 0), "COST": (255, 200
 SCALE_ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98],
                           [253, 231, 37]], float)
 DENSITY_CELL_PX = 16
+
+
+def png_bytes(pixels: np.ndarray, compress_level: int = 6) -> bytes:
+    """An 8-bit grey (h, w) or RGB (h, w, 3) array as PNG file bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=compress_level)
+    return buffer.getvalue()
 
 
 def to_8bit(image: np.ndarray) -> np.ndarray:
@@ -82,12 +91,51 @@ def cone_density_map(cones_px: np.ndarray, shape: tuple[int, int],
     return ndimage.zoom(density, cell_px, order=0)[: shape[0], : shape[1]]
 
 
+def maps(arrays: dict[str, np.ndarray], spacing_mm: list[float],
+         ) -> dict[str, tuple[np.ndarray, float, float]]:
+    """The cone density and outer-segment length maps, each with the ends of its colour scale
+    (2nd and 98th percentile, so one outlier does not wash a map out)."""
+    pitch_um, _, lateral_um = (v * 1000 for v in spacing_mm)
+    values = {"density": cone_density_map(arrays["cones_px"], arrays["enface_ISOS"].shape,
+                                          (pitch_um, lateral_um)),
+              "thickness": arrays["thickness_outer_segment_length_um"]}
+    ranged = {}
+    for name, map_values in values.items():
+        low, high = (float(v) for v in np.nanpercentile(map_values, [2, 98]))
+        ranged[name] = (map_values, low, max(high, low + 1e-6))
+    return ranged
+
+
+def comparison(enface: np.ndarray, first: np.ndarray, second: np.ndarray,
+               scale: int = 8) -> bytes:
+    """Two raters' masks on an en-face tile, three panels: the first rater's (green), the
+    second's (blue), and where they differ (green = first only, blue = second only, white =
+    both)."""
+    grey = (np.repeat(enface[..., None], 3, axis=2) * 180).astype(np.uint8)
+    green, blue, white = np.array([40, 220, 40]), np.array([60, 120, 255]), np.array([255] * 3)
+
+    def overlay(*layers: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        panel = grey.copy()
+        for mask, colour in layers:
+            panel[mask] = (0.4 * panel[mask] + 0.6 * colour).astype(np.uint8)
+        return panel
+
+    gap = np.full((enface.shape[0], 2, 3), 255, np.uint8)
+    panels = np.concatenate([
+        overlay((first, green)), gap, overlay((second, blue)), gap,
+        overlay((first & ~second, green), (second & ~first, blue), (first & second, white))],
+        axis=1)
+    return png_bytes(np.kron(panels, np.ones((scale, scale, 1), np.uint8)))
+
+
 @functools.lru_cache(maxsize=8)
 def run_arrays(store: ObjectStore, npz_sha256: str) -> dict[str, np.ndarray]:
-    """What the case view draws from a run's preprocessed arrays (content-addressed: a cached
-    entry never goes stale)."""
+    """What the case view, the tile editor and a review read of a run's preprocessed arrays
+    (content-addressed: a cached entry never goes stale). np.load on the path reads only these
+    members, not a 512³ run's label volume."""
     with np.load(store.path_for(npz_sha256)) as npz:
-        names = ["enface_ISOS", "cones_px", "thickness_outer_segment_length_um"]
+        names = ["enface_ISOS", "cones_px", "cone_uncertainty",
+                 "thickness_outer_segment_length_um"]
         names += [f"surface_{name}_px" for name in SURFACE_COLOURS]
         return {name: npz[name] for name in names}
 

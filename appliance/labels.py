@@ -18,6 +18,7 @@ import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
 from appliance import audit, tiles
+from appliance.case_images import png_bytes
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound
 from appliance.storage import ObjectStore
@@ -51,13 +52,6 @@ def decode_mask(png: bytes, shape: tuple[int, int]) -> np.ndarray:
 
 def encode_mask(mask: np.ndarray) -> bytes:
     return png_bytes(np.where(mask, 255, 0).astype(np.uint8))
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """An 8-bit grey (h, w) or RGB (h, w, 3) array as PNG file bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def mask_of(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any],

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
-from appliance.case_images import draw_surfaces, to_8bit
+from appliance.case_images import draw_surfaces, png_bytes, to_8bit
 
 GAP_PX = 8
 
@@ -21,6 +18,4 @@ def snapshot_png(corrected: np.ndarray, surfaces_px: dict[str, np.ndarray],
     canvas = np.zeros((height, b_scan.shape[1] + GAP_PX + enface.shape[1], 3), np.uint8)
     canvas[: b_scan.shape[0], : b_scan.shape[1]] = b_scan
     canvas[: enface.shape[0], b_scan.shape[1] + GAP_PX:] = enface
-    buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(canvas)

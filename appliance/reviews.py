@@ -23,6 +23,7 @@ import sqlite_utils
 from scipy import ndimage
 
 from appliance import audit, labels, outbox, runs
+from appliance.case_images import run_arrays
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput
 from appliance.outputs import provenance_for, report_regions, store_outputs
@@ -82,8 +83,8 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
         return previous, False
 
     result = run["result"]
-    with np.load(store.path_for(result["artifacts"]["preprocessed_npz"])) as npz:
-        model_cones_px, shape = npz["cones_px"], npz["enface_ISOS"].shape
+    arrays = run_arrays(store, result["artifacts"]["preprocessed_npz"])
+    model_cones_px, shape = arrays["cones_px"], arrays["enface_ISOS"].shape
     cones_px = reviewed_cones(model_cones_px, shape, [
         (tile, labels.mask_of(db, store, tile, tile["head_version"])) for tile in edited])
     pitch_um, _, lateral_um = (s * 1000 for s in result["volume"]["spacing_mm"])

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from appliance.case_images import run_arrays
 from appliance.exceptions import NotFound
 from appliance.runs import SUCCEEDED
 from appliance.storage import ObjectStore
@@ -93,12 +94,11 @@ def images(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any]) 
 @functools.lru_cache(maxsize=16)
 def _run_arrays(store: ObjectStore, npz_sha256: str) -> tuple[np.ndarray, ...]:
     # Content-addressed, so a cached entry can never go stale.
-    # np.load on the path reads only the members asked for, not a 512³ run's label volume.
-    with np.load(store.path_for(npz_sha256)) as npz:
-        enface = npz["enface_ISOS"].astype(np.float32)
-        # One contrast scale per run, so that tiles of a case compare by eye.
-        low, high = np.percentile(enface, [0.5, 99.5])
-        enface = np.clip((enface - low) / max(float(high - low), 1e-6), 0, 1)
-        uncertainty = npz["cone_uncertainty"].astype(np.float32)
-        model_mask = cone_target(enface.shape, npz["cones_px"]) > 0
+    arrays = run_arrays(store, npz_sha256)
+    enface = arrays["enface_ISOS"].astype(np.float32)
+    # One contrast scale per run, so that tiles of a case compare by eye.
+    low, high = np.percentile(enface, [0.5, 99.5])
+    enface = np.clip((enface - low) / max(float(high - low), 1e-6), 0, 1)
+    uncertainty = arrays["cone_uncertainty"].astype(np.float32)
+    model_mask = cone_target(enface.shape, arrays["cones_px"]) > 0
     return enface, model_mask, uncertainty

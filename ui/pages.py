@@ -20,7 +20,7 @@ from flask import (
     url_for,
 )
 
-from appliance import adjudication, audit, case_images, labels, outbox, reviews, runs, tiles
+from appliance import adjudication, audit, case_images, outbox, reviews, runs, tiles
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.permissions import allowed
 from appliance.storage import ObjectStore
@@ -83,9 +83,7 @@ def run_accept_review(run_id: str):
 @blueprint.get("/runs/<run_id>/qc.png")
 @requires("view_runs")
 def run_qc_png(run_id: str):
-    run = runs.require(g.db, run_id)
-    if not run["result"]:
-        raise NotFound(f"run {run_id} has no QC snapshot")
+    run = _with_result(run_id)
     store: ObjectStore = current_app.extensions["aomas"]["store"]
     path = store.path_for(run["result"]["artifacts"]["qc_png"])
     return Response(path.read_bytes(), mimetype="image/png")
@@ -95,7 +93,7 @@ def run_qc_png(run_id: str):
 @requires("view_runs")
 def run_image(run_id: str, name: str):
     """The case view's pictures: ``enface`` (cones marked), ``density``, ``thickness``."""
-    run = _succeeded(run_id)
+    run = _with_result(run_id)
     if name == "enface":
         arrays = _arrays(run)
         png = case_images.enface_with_cones(arrays["enface_ISOS"], arrays["cones_px"])
@@ -111,18 +109,18 @@ def run_image(run_id: str, name: str):
 @requires("view_runs")
 def run_b_scan(run_id: str, frame: int):
     """Corrected B-scan ``frame`` (from 0) with the layer surfaces drawn over it."""
-    run, store = _succeeded(run_id), current_app.extensions["aomas"]["store"]
+    run, store = _with_result(run_id), current_app.extensions["aomas"]["store"]
     derived = next(o for o in run["result"]["outputs"] if o["kind"] == "derived_opt")
     volume = case_images.corrected_volume(store, derived["sha256"])
     if not 0 <= frame < len(volume):
         raise NotFound(f"run {run_id} has B-scans 0 to {len(volume) - 1}")
     arrays = _arrays(run)
     surfaces = {name: arrays[f"surface_{name}_px"] for name in case_images.SURFACE_COLOURS}
-    return Response(labels.png_bytes(case_images.draw_surfaces(volume[frame], surfaces, frame)),
-                    mimetype="image/png")
+    return Response(case_images.png_bytes(
+        case_images.draw_surfaces(volume[frame], surfaces, frame)), mimetype="image/png")
 
 
-def _succeeded(run_id: str) -> dict:
+def _with_result(run_id: str) -> dict:
     run = runs.require(g.db, run_id)
     if not run["result"]:
         raise NotFound(f"run {run_id} has no results to draw yet ({run['state'].lower()})")
@@ -135,18 +133,8 @@ def _arrays(run: dict) -> dict:
 
 
 def _maps(run: dict) -> dict[str, tuple[np.ndarray, float, float]]:
-    """The two maps with the ends of their colour scales (2nd and 98th percentile, so one
-    outlier does not wash a map out); the page prints the same ends as the legend."""
-    arrays = _arrays(run)
-    pitch_um, _, lateral_um = (v * 1000 for v in run["result"]["volume"]["spacing_mm"])
-    maps = {"density": case_images.cone_density_map(
-                arrays["cones_px"], arrays["enface_ISOS"].shape, (pitch_um, lateral_um)),
-            "thickness": arrays["thickness_outer_segment_length_um"]}
-    ranged = {}
-    for name, values in maps.items():
-        low, high = (float(v) for v in np.nanpercentile(values, [2, 98]))
-        ranged[name] = (values, low, max(high, low + 1e-6))
-    return ranged
+    # The page prints the same ends of the colour scales as the legend.
+    return case_images.maps(_arrays(run), run["result"]["volume"]["spacing_mm"])
 
 
 @blueprint.post("/runs/<run_id>/retry")
@@ -219,7 +207,7 @@ def adjudication_png(tile_id: int):
     store = current_app.extensions["aomas"]["store"]
     _, first, second = adjudication.masks(g.db, store, tile_id)
     enface = tiles.images(g.db, store, tiles.get(g.db, tile_id)).enface
-    return Response(comparison_png(enface, first, second), mimetype="image/png")
+    return Response(case_images.comparison(enface, first, second), mimetype="image/png")
 
 
 @blueprint.post("/adjudication/<int:tile_id>")
@@ -232,27 +220,6 @@ def adjudication_decide(tile_id: int):
     flash(f"Version {version['version']} ({request.form.get('choice')}) is tile {tile_id}'s "
           "reference.")
     return redirect(url_for("pages.tile_editor", tile_id=tile_id))
-
-
-def comparison_png(enface: np.ndarray, first: np.ndarray, second: np.ndarray,
-                   scale: int = 8) -> bytes:
-    """Three panels on the en-face tile: the first rater's mask (green), the second's (blue),
-    and where they differ (green = first only, blue = second only, white = both)."""
-    grey = (np.repeat(enface[..., None], 3, axis=2) * 180).astype(np.uint8)
-    green, blue, white = np.array([40, 220, 40]), np.array([60, 120, 255]), np.array([255] * 3)
-
-    def overlay(*layers: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        panel = grey.copy()
-        for mask, colour in layers:
-            panel[mask] = (0.4 * panel[mask] + 0.6 * colour).astype(np.uint8)
-        return panel
-
-    gap = np.full((enface.shape[0], 2, 3), 255, np.uint8)
-    panels = np.concatenate([
-        overlay((first, green)), gap, overlay((second, blue)), gap,
-        overlay((first & ~second, green), (second & ~first, blue), (first & second, white))],
-        axis=1)
-    return labels.png_bytes(np.kron(panels, np.ones((scale, scale, 1), np.uint8)))
 
 
 @blueprint.get("/outbox")

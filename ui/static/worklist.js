@@ -1,12 +1,5 @@
-// Times as UTC text, and live state of running runs on the worklist (polls the JSON API).
+// Live state of the runs on the worklist (polls the JSON API every 3 s).
 "use strict";
-
-function showTimes(root) {
-  for (const node of root.querySelectorAll("time[data-epoch]")) {
-    const epoch = Number(node.dataset.epoch);
-    if (epoch) node.textContent = new Date(epoch * 1000).toISOString().replace("T", " ").slice(0, 19);
-  }
-}
 
 async function refreshRuns(table) {
   const answer = await fetch(table.dataset.live + "?limit=100", {credentials: "same-origin"});
@@ -24,6 +17,5 @@ async function refreshRuns(table) {
   }
 }
 
-showTimes(document);
 const runsTable = document.getElementById("runs");
 if (runsTable) setInterval(() => refreshRuns(runsTable).catch(() => {}), 3000);
