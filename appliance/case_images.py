@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -91,7 +92,7 @@ def cone_density_map(cones_px: np.ndarray, shape: tuple[int, int],
     return ndimage.zoom(density, cell_px, order=0)[: shape[0], : shape[1]]
 
 
-def maps(arrays: dict[str, np.ndarray], spacing_mm: list[float],
+def maps(arrays: RunArrays, spacing_mm: list[float],
          ) -> dict[str, tuple[np.ndarray, float, float]]:
     """The cone density and outer-segment length maps, each with the ends of its colour scale
     (2nd and 98th percentile, so one outlier does not wash a map out)."""
@@ -128,16 +129,26 @@ def comparison(enface: np.ndarray, first: np.ndarray, second: np.ndarray,
     return png_bytes(np.kron(panels, np.ones((scale, scale, 1), np.uint8)))
 
 
-@functools.lru_cache(maxsize=8)
-def run_arrays(store: ObjectStore, npz_sha256: str) -> dict[str, np.ndarray]:
-    """What the case view, the tile editor and a review read of a run's preprocessed arrays
-    (content-addressed: a cached entry never goes stale). np.load on the path reads only these
-    members, not a 512³ run's label volume."""
-    with np.load(store.path_for(npz_sha256)) as npz:
-        names = ["enface_ISOS", "cones_px", "cone_uncertainty",
-                 "thickness_outer_segment_length_um"]
-        names += [f"surface_{name}_px" for name in SURFACE_COLOURS]
-        return {name: npz[name] for name in names}
+class RunArrays:
+    """A run's preprocessed arrays, each read from its NPZ the first time it is asked for and
+    kept: the tile editor, the case view and a review each read only the members they use (not
+    a 512³ run's label volume). Content-addressed, so a kept array never goes stale."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:  # two threads may both read it once; same bytes
+            with np.load(self.path) as npz:
+                self._arrays[name] = npz[name]
+        return self._arrays[name]
+
+
+@functools.lru_cache(maxsize=16)
+def run_arrays(store: ObjectStore, npz_sha256: str) -> RunArrays:
+    """The arrays of recently viewed runs, shared by every page and API route."""
+    return RunArrays(store.path_for(npz_sha256))
 
 
 @functools.lru_cache(maxsize=2)

@@ -127,7 +127,7 @@ def _with_result(run_id: str) -> dict:
     return run
 
 
-def _arrays(run: dict) -> dict:
+def _arrays(run: dict) -> case_images.RunArrays:
     return case_images.run_arrays(current_app.extensions["aomas"]["store"],
                                   run["result"]["artifacts"]["preprocessed_npz"])
 
