@@ -24,6 +24,8 @@ from appliance.phantom_study import write_phantom_study
 from appliance.services import open_data_dir, start_scp, start_worker
 from dicom.send import dicom_files, send_files
 from gpu.phantom import PhantomSpec
+from gpu.phantom_b import INTENSITY_MAPPINGS, FamilyBSpec
+from gpu.phantoms import FAMILIES
 
 
 def with_config(command):
@@ -91,20 +93,40 @@ def init(config: Config, admin_user: str, admin_password_file: str | None) -> No
               help="B-scans x depth x A-lines.")
 @click.option("--motion-um", default=3.0, show_default=True, type=float,
               help="RMS lateral eye motion in micrometres.")
+@click.option("--family", type=click.Choice(FAMILIES), default="A", show_default=True,
+              help="Phantom generator: A, or B (independently designed: rods, dark and "
+                   "flickering cones, other speckle, PSF, mosaic and layers).")
+@click.option("--intensity", type=click.Choice(INTENSITY_MAPPINGS), default="linear",
+              show_default=True, help="Family B: stored linear, log (dB) or 8-bit log.")
+@click.option("--pitch-um", default="1", show_default=True,
+              help="Family B: A-line spacing, or FASTxSLOW (A-line x B-scan) in micrometres.")
 @with_config
 def phantom(config: Config, out_dir: str, seed: int, split_frames: bool, eccentricity: float,
-            size: str, motion_um: float) -> None:
+            size: str, motion_um: float, family: str, intensity: str, pitch_um: str) -> None:
     """Write a synthetic AO-OCT study (OPT DICOM + ground truth)."""
     try:
         b_scans, depth, a_lines = (int(n) for n in size.lower().split("x"))
     except ValueError:
         raise click.BadParameter("use B-SCANSxDEPTHxA-LINES, e.g. 128x160x128") from None
-    spec = PhantomSpec(seed=seed, b_scans=b_scans, depth=depth, a_lines=a_lines,
-                       eccentricity_deg=eccentricity, motion_um=motion_um)
+    try:
+        pitches = [float(p) for p in pitch_um.lower().split("x")]
+        fast, slow = pitches if len(pitches) == 2 else (pitches[0], pitches[0])
+    except ValueError:
+        raise click.BadParameter("use a pitch like 1 or 0.8x1.2 (µm)") from None
+    if family == "A":
+        if intensity != "linear" or pitch_um != "1":
+            raise click.BadParameter("--intensity and --pitch-um are family B's options")
+        spec = PhantomSpec(seed=seed, b_scans=b_scans, depth=depth, a_lines=a_lines,
+                           eccentricity_deg=eccentricity, motion_um=motion_um)
+    else:
+        spec = FamilyBSpec(seed=seed, b_scans=b_scans, depth=depth, a_lines=a_lines,
+                           eccentricity_deg=eccentricity, motion_um=motion_um,
+                           intensity=intensity, fast_pitch_um=fast, slow_pitch_um=slow)
     truth = write_phantom_study(Path(out_dir), spec, split_frames=split_frames)
     summary = truth["summary"]
-    click.echo(f"wrote {len(truth['files'])} OPT file(s) to {out_dir}/dicom: {size}, "
-               f"{summary['cone_count']} cones ({summary['cone_density_per_mm2']:.0f}/mm²)")
+    click.echo(f"wrote {len(truth['files'])} OPT file(s) to {out_dir}/dicom: {size}, family "
+               f"{family}, {summary['cone_count']} cones "
+               f"({summary['cone_density_per_mm2']:.0f}/mm²)")
 
 
 @cli.command()
@@ -246,16 +268,19 @@ def train_command(config: Config, out_dir: str, iterations: int, train_seeds: st
 
 @cli.command(name="evaluate")
 @click.option("--seeds", default="1-6", show_default=True, help="Phantom seeds, e.g. 1-10.")
+@click.option("--family", type=click.Choice([*FAMILIES, "both"]), default="both",
+              show_default=True, help="Phantom family to evaluate on (each seed in each).")
 @click.option("--model", "model_dir", default="",
               help="Model directory (default: pipeline.model_dir, else the bootstrap).")
 @with_config
-def evaluate_command(config: Config, seeds: str, model_dir: str) -> None:
+def evaluate_command(config: Config, seeds: str, family: str, model_dir: str) -> None:
     """Run fresh phantoms through the pipeline's steps; print a table against ground truth."""
     from appliance.evaluation import evaluate, parse_seeds, table
 
     record = model_record(model_dir or config.pipeline.model_dir)
     click.echo(f"model {record.model_id} (weights sha256 {record.weights_sha256[:16]}…)")
-    click.echo(table(evaluate(record, parse_seeds(seeds))))
+    families = FAMILIES if family == "both" else (family,)
+    click.echo(table(evaluate(record, parse_seeds(seeds), families)))
 
 
 @cli.command()

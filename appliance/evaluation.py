@@ -15,9 +15,10 @@ import numpy as np
 from appliance.exceptions import AomasError
 from appliance.models import ModelRecord, load_network, write_model
 from gpu import cone_model, layer_model
+from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TorchPredictor
 from gpu.scoring import score_cones, score_layers
-from gpu.training import make_sample, phantom_spec, train
+from gpu.training import family_b_spec, make_sample, phantom_spec, train
 
 TRAIN_SEEDS = range(100, 124)
 HELD_OUT_SEEDS = range(1, 7)
@@ -96,9 +97,25 @@ def train_bootstrap(out_dir: Path, *, iterations: int, train_seeds: list[int],
     return write_model(out_dir, networks, card), rows
 
 
-def evaluate(record: ModelRecord, seeds: list[int]) -> list[dict]:
+SPEC_OF_FAMILY = {"A": phantom_spec, "B": family_b_spec}
+
+
+def evaluate(record: ModelRecord, seeds: list[int], families=("A",)) -> list[dict]:
+    """One row per phantom; a phantom the preprocessing refuses is a row with ``refused``
+    (a failed condition, reported, never dropped)."""
     networks = {name: load_network(record, name) for name in ("cones", "layers")}
-    return score(networks, (make_sample(phantom_spec(seed)) for seed in seeds))
+    rows = []
+    for family in families:
+        for seed in seeds:
+            spec = SPEC_OF_FAMILY[family](seed)
+            try:
+                sample = make_sample(spec)
+            except NoPhotoreceptorLayer as error:
+                rows.append({"family": family, "seed": seed,
+                             "eccentricity_deg": spec.eccentricity_deg, "refused": str(error)})
+                continue
+            rows += score(networks, [sample])
+    return rows
 
 
 def score(networks: dict, samples) -> list[dict]:
@@ -136,32 +153,47 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    header = (f"{'seed':>5}{'ecc°':>6}{'noise':>7}{'motion':>7}{'F1':>7}{'prec':>7}"
+    refused = [r for r in rows if "refused" in r]
+    rows = [r for r in rows if "refused" not in r]
+    header = (f"{'fam':>3}{'seed':>5}{'mapping':>8}{'pitch µm':>10}{'ecc°':>6}{'noise':>7}"
+              f"{'motion':>7}{'F1':>7}{'prec':>7}"
               f"{'recall':>7}{'density':>9}{'found':>9}{'err %':>7}{'hex':>6}{'found':>6}")
     lines = [header]
     for r in rows:
-        lines.append(f"{r['seed']:>5}{r['eccentricity_deg']:>6.1f}{r['noise']:>7.3f}"
+        pitch = "x".join(f"{p:g}" for p in r.get("pixel_um", (1, 1))[::-1])
+        lines.append(f"{r.get('family', 'A'):>3}{r['seed']:>5}{r.get('intensity', 'linear'):>8}"
+                     f"{pitch:>10}{r['eccentricity_deg']:>6.1f}{r['noise']:>7.3f}"
                      f"{r['motion_um']:>7.1f}{r['f1']:>7.3f}{r['precision']:>7.3f}"
                      f"{r['recall']:>7.3f}{r['density_true']:>9.0f}{r['density_found']:>9.0f}"
                      f"{r['density_error_percent']:>7.2f}{r['hexagonal_true']:>6.1f}"
                      f"{r['hexagonal_found']:>6.1f}")
-    lines += ["", f"{'seed':>5}" + "".join(f"{name:>7}" for name in SURFACES)
+    lines += ["", f"{'fam':>3}{'seed':>5}" + "".join(f"{name:>7}" for name in SURFACES)
               + f"{'axial':>7}{'lateral':>8}{'(mean)':>8}{'IS':>7}{'OS':>7}{'RPE':>7}"]
     for r in rows:
-        lines.append(f"{r['seed']:>5}" + "".join(f"{r[name + '_mae_px']:>7.2f}"
-                                                 for name in SURFACES)
+        lines.append(f"{r.get('family', 'A'):>3}{r['seed']:>5}"
+                     + "".join(f"{r[name + '_mae_px']:>7.2f}" for name in SURFACES)
                      + f"{r['axial_residual_px']:>7.2f}{r['lateral_residual_px']:>8.2f}"
                      f"{r['lateral_mean_removed_px']:>8.2f}{r['dice_inner_segment']:>7.3f}"
                      f"{r['dice_outer_segment']:>7.3f}{r['dice_rpe']:>7.3f}")
-    summary = summarise(rows)
     lines.append("surfaces: mean absolute error (px); motion: residual RMS (px; axial less a "
                  "quadratic, lateral less a line, (mean): less its mean only); layer Dice")
-    lines.append(f"F1 mean {summary['f1_mean']:.3f} (min {summary['f1_min']:.3f}); "
-                 f"max |density error| {summary['density_error_percent_max_abs']:.2f} %; "
-                 f"max |hexagonality difference| "
-                 f"{summary['hexagonal_difference_points_max_abs']:.1f} points; "
-                 f"min layer Dice {summary['layer_dice_min']:.3f}; max surface MAE "
-                 f"{summary['surface_mae_px_max']:.2f} px (BM {summary['bm_mae_px_max']:.2f}); "
-                 f"max residual motion axial {summary['axial_residual_px_max']:.2f} px, lateral "
-                 f"{summary['lateral_residual_px_max']:.2f} px")
+    for family in sorted({r.get("family", "A") for r in rows}):
+        lines.append(f"family {family}: " + summary_line(
+            [r for r in rows if r.get("family", "A") == family]))
+    for r in refused:
+        lines.append(f"family {r['family']} seed {r['seed']} ({r['eccentricity_deg']:.1f}°) "
+                     f"REFUSED: {r['refused']}")
     return "\n".join(lines)
+
+
+def summary_line(rows: list[dict]) -> str:
+    """The worst condition, not the mean, of each figure (and the mean F1 beside its min)."""
+    summary = summarise(rows)
+    return (f"F1 mean {summary['f1_mean']:.3f} (min {summary['f1_min']:.3f}); "
+            f"max |density error| {summary['density_error_percent_max_abs']:.2f} %; "
+            f"max |hexagonality difference| "
+            f"{summary['hexagonal_difference_points_max_abs']:.1f} points; "
+            f"min layer Dice {summary['layer_dice_min']:.3f}; max surface MAE "
+            f"{summary['surface_mae_px_max']:.2f} px (BM {summary['bm_mae_px_max']:.2f}); "
+            f"max residual motion axial {summary['axial_residual_px_max']:.2f} px, lateral "
+            f"{summary['lateral_residual_px_max']:.2f} px")

@@ -3,32 +3,40 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from dicom.opt import OptStudy, uid_from, write_opt
-from gpu.phantom import PhantomSpec, make_phantom, spec_as_dict
+from gpu.phantom import PhantomSpec
+from gpu.phantom_b import FamilyBSpec
+from gpu.phantoms import make_phantom_of
 
 
-def write_phantom_study(out_dir: Path, spec: PhantomSpec, *, split_frames: bool = False) -> dict:
-    """Write ``out_dir/dicom/*.dcm``, ``ground_truth.json`` and ``ground_truth.npz``."""
-    phantom = make_phantom(spec)
+def write_phantom_study(out_dir: Path, spec: PhantomSpec | FamilyBSpec, *,
+                        split_frames: bool = False) -> dict:
+    """Write ``out_dir/dicom/*.dcm``, ``ground_truth.json`` and ``ground_truth.npz`` for a
+    phantom of either family."""
+    phantom = make_phantom_of(spec)
+    # Family A's studies keep the identifiers they always had; family B's are its own.
+    tag = "" if spec.family == "A" else f"-{spec.family}"
     # Identifiers are synthetic and derived from the seed, so one seed is one study everywhere.
     study = OptStudy(
-        patient_name=f"PHANTOM^SEED{spec.seed}", patient_id=f"AOMAS-PHANTOM-{spec.seed}",
-        study_instance_uid=uid_from("phantom-study", spec.seed),
-        series_instance_uid=uid_from("phantom-series", spec.seed, split_frames,
-                                     spec_as_dict(spec)),
-        frame_of_reference_uid=uid_from("phantom-for", spec.seed),
-        device_serial_number=f"PHANTOM-{spec.seed}",
-        series_description=f"Synthetic AO-OCT, {spec.eccentricity_deg:g} deg eccentricity")
-    spacing_mm = (spec.lateral_spacing_um / 1000, spec.axial_spacing_um / 1000,
-                  spec.lateral_spacing_um / 1000)
+        patient_name=f"PHANTOM^SEED{spec.seed}{tag}",
+        patient_id=f"AOMAS-PHANTOM{tag}-{spec.seed}",
+        study_instance_uid=uid_from(f"phantom-study{tag}", spec.seed),
+        series_instance_uid=uid_from(f"phantom-series{tag}", spec.seed, split_frames,
+                                     asdict(spec)),
+        frame_of_reference_uid=uid_from(f"phantom-for{tag}", spec.seed),
+        device_serial_number=f"PHANTOM{tag}-{spec.seed}",
+        series_description=f"Synthetic AO-OCT (family {spec.family}), "
+                           f"{spec.eccentricity_deg:g} deg eccentricity")
+    spacing_mm = tuple(s / 1000 for s in spec.spacing_um)
     paths = write_opt(phantom.voxels, spacing_mm, study, out_dir / "dicom",
                       split_frames=split_frames)
     truth = {
-        "spec": spec_as_dict(spec),
+        "spec": asdict(spec),
         "study_instance_uid": study.study_instance_uid,
         "series_instance_uid": study.series_instance_uid,
         "spacing_mm": {"between_b_scans": spacing_mm[0], "axial": spacing_mm[1],

@@ -6,7 +6,7 @@ before it, so a bright neighbour band cannot capture it:
 
 1. RPE: the top of the thick bright RPE slab (a step detector finds the slab, the steepest
    rise near it gives the depth);
-2. COST: the brightest peak 3–15 µm above the RPE;
+2. COST: the shallowest clear peak 3–20 µm above the RPE (rod tips make a deeper one);
 3. IS/OS: the brightest peak 15–38 µm above COST (outer segments are 22–35 µm long);
 4. ELM: the brightest peak 12–35 µm above IS/OS (the inner-segment length);
 5. BM: the steepest fall 6–25 µm below the RPE (where the RPE slab ends).
@@ -26,12 +26,17 @@ from gpu.subpixel import parabola_offset
 
 SURFACES = ("ELM", "ISOS", "COST", "RPE", "BM")
 # (surface found before, µm from it to the window's near end, to its far end); negative = above.
-SEARCH_UM = {"COST": ("RPE", -15.0, -3.0), "ISOS": ("COST", -38.0, -15.0),
+SEARCH_UM = {"COST": ("RPE", -20.0, -3.0), "ISOS": ("COST", -38.0, -15.0),
              "ELM": ("ISOS", -35.0, -12.0), "BM": ("RPE", 6.0, 25.0)}
 LATERAL_SMOOTHING_UM = 5.0
 RPE_WINDOW_UM = 14.0        # the RPE is searched this far either side of its volume-wide depth
 SLAB_DEPTHS = 16
 MIN_BAND_CONTRAST = 1.5     # IS/OS and COST intensity against the outer-segment floor
+LOG_SKEWNESS_BELOW = 0.3    # histogram skewness under which a volume is log-compressed
+LOG_RANGE_DB = 50.0
+# COST is the shallowest clear peak above the RPE, not the brightest: beyond ~2° the rods'
+# outer-segment tips (ROST) make a second band a few micrometres deeper, as bright or brighter.
+SHALLOWEST_PEAK_FRACTION = 0.12
 
 
 class NoPhotoreceptorLayer(ValueError):
@@ -47,14 +52,36 @@ class Surfaces:
 def normalise(volume, xp: ModuleType):
     """Square-root amplitude (tames speckle's long tail), scaled so the 99th percentile is 1.
 
+    Scanners store linear amplitude, or log amplitude (dB, often 8-bit): a log-compressed
+    volume is turned back into linear amplitude first (see ``is_log_compressed``).
     Returns the one full-size float32 copy that preprocessing then works on in place.
     """
     amplitude = volume.astype(xp.float32)
+    if is_log_compressed(amplitude, xp):
+        # The display range is not recorded; assume LOG_RANGE_DB. A wrong guess only bends the
+        # intensities by a mild power law (40 or 55 dB for 50: exponent 0.8 or 1.1).
+        top = xp.maximum(xp.percentile(amplitude[::2, ::2, ::2], 99.99), 1e-6)
+        amplitude /= top
+        amplitude -= 1
+        amplitude *= LOG_RANGE_DB / 20 * float(np.log(10))
+        xp.exp(amplitude, out=amplitude)
     xp.sqrt(amplitude, out=amplitude)
     # A percentile of every eighth voxel: the whole volume's would sort a copy of it.
     scale = xp.percentile(amplitude[::2, ::2, ::2], 99.0)
     amplitude /= xp.maximum(scale, 1e-6)
     return amplitude
+
+
+def is_log_compressed(volume, xp: ModuleType) -> bool:
+    """Linear OCT amplitude is speckle-distributed (Rayleigh-like) with a long bright tail, so
+    its histogram is skewed to the right (+1 to +3 on phantoms and scans); log compression folds
+    the tail in and skews it to the left (about -1). No DICOM attribute says which it is."""
+    sample = volume[::2, ::2, ::2].astype(xp.float32).ravel()
+    centred = sample - sample.mean()
+    spread = float(xp.sqrt(xp.mean(centred ** 2)))
+    if spread == 0:
+        return False
+    return float(xp.mean(centred ** 3)) / spread ** 3 < LOG_SKEWNESS_BELOW
 
 
 def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
@@ -85,7 +112,10 @@ def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
         hi = found[reference] + max(near, far) / axial_um
         # BM closes the RPE slab: its depth is where the slab ends, the steepest fall.
         values = -gradient if name == "BM" else smooth
-        found[name] = _peak_in_window(values, z, lo, hi, xp)
+        if name == "COST":
+            found[name] = _shallowest_peak_in_window(values, z, lo, hi, xp)
+        else:
+            found[name] = _peak_in_window(values, z, lo, hi, xp)
 
     contrast = _band_contrast(smooth, found, xp)
     if contrast < MIN_BAND_CONTRAST:
@@ -161,6 +191,26 @@ def _peak_in_window(values, z, lo, hi, xp: ModuleType):
     hi = xp.clip(hi, 1, values.shape[1] - 2)[:, None, :]
     masked = xp.where((z >= lo) & (z <= hi), values, -xp.inf)
     index = xp.argmax(masked, axis=1)                       # (b_scans, a_lines)
+    index = xp.clip(index, 1, values.shape[1] - 2)
+    take = lambda offset: xp.take_along_axis(values, (index + offset)[:, None, :], 1)[:, 0]  # noqa: E731
+    return index + parabola_offset(take(-1), take(0), take(1), xp)
+
+
+def _shallowest_peak_in_window(values, z, lo, hi, xp: ModuleType):
+    """Sub-pixel depth of the shallowest local maximum between lo and hi that reaches
+    ``SHALLOWEST_PEAK_FRACTION`` of the window's highest value (above the window's floor)."""
+    lo = xp.clip(lo, 1, values.shape[1] - 2)[:, None, :]
+    hi = xp.clip(hi, 1, values.shape[1] - 2)[:, None, :]
+    inside = (z >= lo) & (z <= hi)
+    top = xp.where(inside, values, -xp.inf).max(axis=1, keepdims=True)
+    floor = xp.where(inside, values, xp.inf).min(axis=1, keepdims=True)
+    previous = xp.concatenate([values[:, :1], values[:, :-1]], axis=1)
+    following = xp.concatenate([values[:, 1:], values[:, -1:]], axis=1)
+    candidate = (inside & (values > previous) & (values >= following)
+                 & (values - floor >= SHALLOWEST_PEAK_FRACTION * (top - floor)))
+    # The first candidate along depth; where none qualifies (a flat window) take the top.
+    index = xp.where(candidate.any(axis=1), xp.argmax(candidate, axis=1),
+                     xp.argmax(xp.where(inside, values, -xp.inf), axis=1))
     index = xp.clip(index, 1, values.shape[1] - 2)
     take = lambda offset: xp.take_along_axis(values, (index + offset)[:, None, :], 1)[:, 0]  # noqa: E731
     return index + parabola_offset(take(-1), take(0), take(1), xp)

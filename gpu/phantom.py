@@ -52,11 +52,17 @@ class PhantomSpec:
     jitter: float = 0.25                # lattice jitter as a fraction of cone spacing: with the
                                         # minimum separation, ~52 % of Voronoi cells six-sided
     dark_cone_fraction: float = 0.03
+    family: str = "A"
+
+    @property
+    def spacing_um(self) -> tuple[float, float, float]:
+        """(B-scan pitch, axial, A-line spacing), the order of the pipeline's spacing."""
+        return (self.lateral_spacing_um, self.axial_spacing_um, self.lateral_spacing_um)
 
 
 @dataclass
 class Phantom:
-    spec: PhantomSpec
+    spec: PhantomSpec                   # or gpu.phantom_b.FamilyBSpec: both have spacing_um
     voxels: np.ndarray                  # uint16 (b_scans, depth, a_lines)
     cones_um: np.ndarray                # (n, 2) x, y in the motion-free retinal frame
     cone_table: list[dict]

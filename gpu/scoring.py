@@ -43,8 +43,9 @@ def preprocessing_errors(phantom: Phantom, prepared: Preprocessed,
     motion or noise show 0.23–0.69 px. Only a second, independent sampling of the same retina
     (another volume, an orthogonal scan) can take it out.
     """
-    truth = np.column_stack([phantom.shifts_um[:, 2] / phantom.spec.axial_spacing_um,
-                             -phantom.shifts_um[:, 0] / phantom.spec.lateral_spacing_um])
+    _, axial_um, lateral_um = phantom.spec.spacing_um
+    truth = np.column_stack([phantom.shifts_um[:, 2] / axial_um,
+                             -phantom.shifts_um[:, 0] / lateral_um])
     error = prepared.shifts_px - truth
     edge = slice(SURFACE_BORDER_PX, -SURFACE_BORDER_PX)
     errors = {f"{name}_mae_px": float(np.abs(found - true_surfaces[name])[:, edge].mean())
@@ -93,7 +94,10 @@ def score_cones(predictor: Predictor, samples: Iterable[PhantomSample]) -> list[
         density_error = ((found_metrics["cone_density_per_mm2"] or 0)
                          / true_metrics["cone_density_per_mm2"] - 1)
         rows.append({
-            "seed": sample.spec.seed, "eccentricity_deg": round(sample.spec.eccentricity_deg, 2),
+            "seed": sample.spec.seed, "family": sample.spec.family,
+            "intensity": getattr(sample.spec, "intensity", "linear"),
+            "pixel_um": [round(float(p), 3) for p in sample.pixel_um],
+            "eccentricity_deg": round(sample.spec.eccentricity_deg, 2),
             "noise": round(sample.spec.noise, 3), "motion_um": round(sample.spec.motion_um, 2),
             **match,
             "density_true": true_metrics["cone_density_per_mm2"],

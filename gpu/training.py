@@ -15,7 +15,9 @@ import numpy as np
 
 from gpu import cone_model, layer_model
 from gpu.cone_model import cone_target
-from gpu.phantom import Phantom, PhantomSpec, make_phantom
+from gpu.phantom import Phantom, PhantomSpec
+from gpu.phantom_b import INTENSITY_MAPPINGS, FamilyBSpec
+from gpu.phantoms import make_phantom_of
 from gpu.preprocess import Preprocessed, preprocess
 from gpu.scoring import preprocessing_errors
 
@@ -46,26 +48,50 @@ def phantom_spec(seed: int) -> PhantomSpec:
                        jitter=float(rng.uniform(0.2, 0.3)))
 
 
-def prepare(spec: PhantomSpec) -> tuple[Phantom, Preprocessed]:
-    """A phantom and the pipeline's preprocessing of it."""
-    phantom = make_phantom(spec)
-    return phantom, preprocess(phantom.voxels, (spec.lateral_spacing_um / 1000,
-                                                spec.axial_spacing_um / 1000,
-                                                spec.lateral_spacing_um / 1000))
+def family_b_spec(seed: int) -> FamilyBSpec:
+    """Varied family B phantoms: eccentricity 0.5-12°, pitches 0.5-1.5 µm on each axis,
+    every intensity mapping, noise and motion."""
+    rng = np.random.default_rng(20_000 + seed)
+    eccentricity = float(np.exp(rng.uniform(np.log(0.5), np.log(12.0))))
+    # Fine pitches where cones are small, so that a cone spans at least ~2.5 samples.
+    coarsest = float(np.clip(hexagonal_spacing_of_b(eccentricity) / 2.5, 0.5, 1.5))
+    fast, slow = (float(rng.uniform(0.5, coarsest)) for _ in range(2))
+    size = int(rng.choice([96, 128, 160]))
+    return FamilyBSpec(seed=seed, b_scans=int(rng.choice([64, 96, size])), a_lines=size,
+                       depth=160, fast_pitch_um=round(fast, 3), slow_pitch_um=round(slow, 3),
+                       axial_pitch_um=round(float(rng.uniform(0.8, 1.2)), 3),
+                       eccentricity_deg=round(eccentricity, 3),
+                       noise=float(rng.uniform(0.05, 0.25)),
+                       motion_um=float(rng.uniform(0.5, 4.0)),
+                       intensity=str(rng.choice(INTENSITY_MAPPINGS)),
+                       psf_fwhm_um=float(rng.uniform(2.0, 3.0)),
+                       axial_fwhm_um=float(rng.uniform(2.5, 3.5)))
 
 
-def make_sample(spec: PhantomSpec) -> PhantomSample:
+def hexagonal_spacing_of_b(eccentricity_deg: float) -> float:
+    from gpu.phantom_b import density_per_mm2
+
+    return float(np.sqrt(2 / (np.sqrt(3) * density_per_mm2(eccentricity_deg))) * 1000)
+
+
+def prepare(spec: PhantomSpec | FamilyBSpec) -> tuple[Phantom, Preprocessed]:
+    """A phantom (either family) and the pipeline's preprocessing of it."""
+    phantom = make_phantom_of(spec)
+    return phantom, preprocess(phantom.voxels, tuple(s / 1000 for s in spec.spacing_um))
+
+
+def make_sample(spec: PhantomSpec | FamilyBSpec) -> PhantomSample:
     phantom, prepared = prepare(spec)
-    pitch_um = spec.lateral_spacing_um
+    pitch_um, _, lateral_um = spec.spacing_um
     truth = true_positions_px(phantom.cones_um, phantom.shifts_um, prepared, pitch_um,
-                              spec.lateral_spacing_um)
+                              lateral_um)
     shape = prepared.enface["ISOS"].shape
     every = slice(None, None, LAYER_B_SCAN_STEP)
     true_surfaces = true_surfaces_px(phantom, prepared)
     labels = layer_model.labels_from_surfaces(true_surfaces, prepared.corrected.shape[1])
     return PhantomSample(spec=spec, image=cone_model.network_input(prepared.enface),
                          target=cone_target(shape, truth), truth_px=truth,
-                         pixel_um=(pitch_um, spec.lateral_spacing_um),
+                         pixel_um=(pitch_um, lateral_um),
                          b_scans=layer_model.network_input(prepared.corrected[every]),
                          layer_labels=labels[every],
                          preprocessing_errors=preprocessing_errors(phantom, prepared,
