@@ -114,7 +114,7 @@ def phantom(config: Config, out_dir: str, seed: int, split_frames: bool, eccentr
     except ValueError:
         raise click.BadParameter("use a pitch like 1 or 0.8x1.2 (µm)") from None
     if family == "A":
-        if intensity != "linear" or pitch_um != "1":
+        if intensity != "linear" or (fast, slow) != (1.0, 1.0):
             raise click.BadParameter("--intensity and --pitch-um are family B's options")
         spec = PhantomSpec(seed=seed, b_scans=b_scans, depth=depth, a_lines=a_lines,
                            eccentricity_deg=eccentricity, motion_um=motion_um)

@@ -160,8 +160,8 @@ def table(rows: list[dict]) -> str:
               f"{'recall':>7}{'density':>9}{'found':>9}{'err %':>7}{'hex':>6}{'found':>6}")
     lines = [header]
     for r in rows:
-        pitch = "x".join(f"{p:g}" for p in r.get("pixel_um", (1, 1))[::-1])
-        lines.append(f"{r.get('family', 'A'):>3}{r['seed']:>5}{r.get('intensity', 'linear'):>8}"
+        pitch = "x".join(f"{p:g}" for p in r["pixel_um"][::-1])
+        lines.append(f"{r['family']:>3}{r['seed']:>5}{r['intensity']:>8}"
                      f"{pitch:>10}{r['eccentricity_deg']:>6.1f}{r['noise']:>7.3f}"
                      f"{r['motion_um']:>7.1f}{r['f1']:>7.3f}{r['precision']:>7.3f}"
                      f"{r['recall']:>7.3f}{r['density_true']:>9.0f}{r['density_found']:>9.0f}"
@@ -170,16 +170,16 @@ def table(rows: list[dict]) -> str:
     lines += ["", f"{'fam':>3}{'seed':>5}" + "".join(f"{name:>7}" for name in SURFACES)
               + f"{'axial':>7}{'lateral':>8}{'(mean)':>8}{'IS':>7}{'OS':>7}{'RPE':>7}"]
     for r in rows:
-        lines.append(f"{r.get('family', 'A'):>3}{r['seed']:>5}"
+        lines.append(f"{r['family']:>3}{r['seed']:>5}"
                      + "".join(f"{r[name + '_mae_px']:>7.2f}" for name in SURFACES)
                      + f"{r['axial_residual_px']:>7.2f}{r['lateral_residual_px']:>8.2f}"
                      f"{r['lateral_mean_removed_px']:>8.2f}{r['dice_inner_segment']:>7.3f}"
                      f"{r['dice_outer_segment']:>7.3f}{r['dice_rpe']:>7.3f}")
     lines.append("surfaces: mean absolute error (px); motion: residual RMS (px; axial less a "
                  "quadratic, lateral less a line, (mean): less its mean only); layer Dice")
-    for family in sorted({r.get("family", "A") for r in rows}):
-        lines.append(f"family {family}: " + summary_line(
-            [r for r in rows if r.get("family", "A") == family]))
+    for family in sorted({r["family"] for r in rows}):
+        lines.append(f"family {family}: "
+                     + summary_line([r for r in rows if r["family"] == family]))
     for r in refused:
         lines.append(f"family {r['family']} seed {r['seed']} ({r['eccentricity_deg']:.1f}°) "
                      f"REFUSED: {r['refused']}")

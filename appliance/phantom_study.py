@@ -36,7 +36,7 @@ def write_phantom_study(out_dir: Path, spec: PhantomSpec | FamilyBSpec, *,
     paths = write_opt(phantom.voxels, spacing_mm, study, out_dir / "dicom",
                       split_frames=split_frames)
     truth = {
-        "spec": asdict(spec),
+        "spec": {"family": spec.family, **asdict(spec)},
         "study_instance_uid": study.study_instance_uid,
         "series_instance_uid": study.series_instance_uid,
         "spacing_mm": {"between_b_scans": spacing_mm[0], "axial": spacing_mm[1],

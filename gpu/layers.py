@@ -112,10 +112,9 @@ def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
         hi = found[reference] + max(near, far) / axial_um
         # BM closes the RPE slab: its depth is where the slab ends, the steepest fall.
         values = -gradient if name == "BM" else smooth
-        if name == "COST":
-            found[name] = _shallowest_peak_in_window(values, z, lo, hi, xp)
-        else:
-            found[name] = _peak_in_window(values, z, lo, hi, xp)
+        found[name] = _peak_in_window(values, z, lo, hi, xp,
+                                      shallowest=SHALLOWEST_PEAK_FRACTION if name == "COST"
+                                      else None)
 
     contrast = _band_contrast(smooth, found, xp)
     if contrast < MIN_BAND_CONTRAST:
@@ -185,32 +184,24 @@ def _upsample(surface, step: int, shape: tuple[int, int], xp: ModuleType, ndimag
     return ndimage.map_coordinates(surface, coords, order=1, mode="nearest")
 
 
-def _peak_in_window(values, z, lo, hi, xp: ModuleType):
-    """Sub-pixel depth of the maximum of ``values`` between per-A-line depths lo and hi."""
-    lo = xp.clip(lo, 1, values.shape[1] - 2)[:, None, :]
-    hi = xp.clip(hi, 1, values.shape[1] - 2)[:, None, :]
-    masked = xp.where((z >= lo) & (z <= hi), values, -xp.inf)
-    index = xp.argmax(masked, axis=1)                       # (b_scans, a_lines)
-    index = xp.clip(index, 1, values.shape[1] - 2)
-    take = lambda offset: xp.take_along_axis(values, (index + offset)[:, None, :], 1)[:, 0]  # noqa: E731
-    return index + parabola_offset(take(-1), take(0), take(1), xp)
+def _peak_in_window(values, z, lo, hi, xp: ModuleType, shallowest: float | None = None):
+    """Sub-pixel depth of the maximum of ``values`` between per-A-line depths lo and hi.
 
-
-def _shallowest_peak_in_window(values, z, lo, hi, xp: ModuleType):
-    """Sub-pixel depth of the shallowest local maximum between lo and hi that reaches
-    ``SHALLOWEST_PEAK_FRACTION`` of the window's highest value (above the window's floor)."""
+    With ``shallowest`` (a fraction), the shallowest local maximum that rises that fraction of
+    the way from the window's floor to its top instead; where none does, the top.
+    """
     lo = xp.clip(lo, 1, values.shape[1] - 2)[:, None, :]
     hi = xp.clip(hi, 1, values.shape[1] - 2)[:, None, :]
     inside = (z >= lo) & (z <= hi)
-    top = xp.where(inside, values, -xp.inf).max(axis=1, keepdims=True)
-    floor = xp.where(inside, values, xp.inf).min(axis=1, keepdims=True)
-    previous = xp.concatenate([values[:, :1], values[:, :-1]], axis=1)
-    following = xp.concatenate([values[:, 1:], values[:, -1:]], axis=1)
-    candidate = (inside & (values > previous) & (values >= following)
-                 & (values - floor >= SHALLOWEST_PEAK_FRACTION * (top - floor)))
-    # The first candidate along depth; where none qualifies (a flat window) take the top.
-    index = xp.where(candidate.any(axis=1), xp.argmax(candidate, axis=1),
-                     xp.argmax(xp.where(inside, values, -xp.inf), axis=1))
+    masked = xp.where(inside, values, -xp.inf)
+    index = xp.argmax(masked, axis=1)                       # (b_scans, a_lines)
+    if shallowest is not None:
+        top = masked.max(axis=1, keepdims=True)
+        floor = xp.where(inside, values, xp.inf).min(axis=1, keepdims=True)
+        rising = values > xp.concatenate([values[:, :1], values[:, :-1]], axis=1)
+        falling = values >= xp.concatenate([values[:, 1:], values[:, -1:]], axis=1)
+        clear = inside & rising & falling & (values - floor >= shallowest * (top - floor))
+        index = xp.where(clear.any(axis=1), xp.argmax(clear, axis=1), index)
     index = xp.clip(index, 1, values.shape[1] - 2)
     take = lambda offset: xp.take_along_axis(values, (index + offset)[:, None, :], 1)[:, 0]  # noqa: E731
     return index + parabola_offset(take(-1), take(0), take(1), xp)

@@ -15,7 +15,8 @@ Everything here is arrays in, arrays out: no DICOM.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy import ndimage
@@ -52,7 +53,9 @@ class PhantomSpec:
     jitter: float = 0.25                # lattice jitter as a fraction of cone spacing: with the
                                         # minimum separation, ~52 % of Voronoi cells six-sided
     dark_cone_fraction: float = 0.03
-    family: str = "A"
+    # Which generator, and what it stores: constants of the family, not parameters.
+    family: ClassVar[str] = "A"
+    intensity: ClassVar[str] = "linear"
 
     @property
     def spacing_um(self) -> tuple[float, float, float]:
@@ -304,6 +307,3 @@ def _complex_field(spec: PhantomSpec, rng: np.random.Generator, surfaces: dict,
     noise = (rng.normal(size=shape) + 1j * rng.normal(size=shape)) * spec.noise / np.sqrt(2)
     return field_ + noise
 
-
-def spec_as_dict(spec: PhantomSpec) -> dict:
-    return asdict(spec)

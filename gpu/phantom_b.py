@@ -29,7 +29,8 @@ Axes are the OPT convention (B-scans = slow axis y, depth z, A-lines = fast axis
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy import fft
@@ -41,6 +42,8 @@ INTENSITY_MAPPINGS = ("linear", "log", "8bit")
 SURFACES = ("ELM", "ISOS", "COST", "RPE", "BM")
 ROD_ONSET_DEG = 2.0
 RELAXATION_ROUNDS = 12     # more rounds crystallise the mosaic (> 60 % six-sided)
+# COST cone tips are the brighter reflection in AO-OCT; IS/OS a little weaker.
+BAND_GAIN = {"ISOS": 1.0, "COST": 1.25}
 REFLECTOR_CONTRAST = 4.0  # a cone of reflectance 1 peaks as bright as tissue this reflective
 Y_OVERSAMPLING = 2        # the static retina is built at half the B-scan pitch along y
 
@@ -61,12 +64,17 @@ class FamilyBSpec:
     intensity: str = "linear"
     psf_fwhm_um: float = 2.4             # lateral intensity PSF
     axial_fwhm_um: float = 3.0
-    family: str = "B"
+    family: ClassVar[str] = "B"
 
     @property
     def spacing_um(self) -> tuple[float, float, float]:
         """(B-scan pitch, axial, A-line spacing), the order of the pipeline's spacing."""
         return (self.slow_pitch_um, self.axial_pitch_um, self.fast_pitch_um)
+
+
+def hexagonal_spacing_um(density_per_mm2):
+    """Centre-to-centre distance of a hexagonal mosaic of this density (per mm²)."""
+    return np.sqrt(2 / (np.sqrt(3) * np.asarray(density_per_mm2) / 1e6))
 
 
 def density_per_mm2(eccentricity_deg) -> np.ndarray:
@@ -112,7 +120,7 @@ def make_phantom_b(spec: FamilyBSpec) -> Phantom:
     gain = np.sqrt(REFLECTOR_CONTRAST * 2 * float(np.mean(transfer ** 2))) / float(
         np.mean(transfer))
     for name, reflectance in (("ISOS", isos), ("COST", cost)):
-        grid.add_reflectors(scatter, cones, reflectance * spec_gain(name), surface, name,
+        grid.add_reflectors(scatter, cones, reflectance * BAND_GAIN[name], surface, name,
                             rng, gain)
     if len(rods):
         rod_isos = 0.2 * rng.gamma(3.0, 1 / 3.0, len(rods))
@@ -147,7 +155,7 @@ def make_phantom_b(spec: FamilyBSpec) -> Phantom:
         "cone_count": int(inside.sum()),
         "cone_density_per_mm2": round(float(inside.sum()) / area_mm2, 1),
         "model_density_per_mm2": round(mean_density, 1),
-        "cone_spacing_um": round(float(np.sqrt(2 / (np.sqrt(3) * mean_density)) * 1000), 3),
+        "cone_spacing_um": round(float(hexagonal_spacing_um(mean_density)), 3),
         "rod_count": int(((rods[:, 0] >= 0) & (rods[:, 0] < width) & (rods[:, 1] >= 0)
                           & (rods[:, 1] < height)).sum()) if len(rods) else 0,
         "intensity": spec.intensity,
@@ -156,11 +164,6 @@ def make_phantom_b(spec: FamilyBSpec) -> Phantom:
     return Phantom(spec=spec, voxels=voxels, cones_um=cones[inside], cone_table=table,
                    shifts_um=shifts, surfaces_px=observed,
                    surfaces_motion_free_px=motion_free, summary=summary)
-
-
-def spec_gain(surface_name: str) -> float:
-    # COST cone tips are the brighter reflection in AO-OCT; IS/OS a little weaker.
-    return {"ISOS": 1.0, "COST": 1.25}[surface_name]
 
 
 def _motion(spec: FamilyBSpec, rng: np.random.Generator) -> np.ndarray:
@@ -199,8 +202,7 @@ def _relaxed_mosaic(rng, x_range, y_range, density_at) -> np.ndarray:
     x = np.interp(rng.random(count) * cdf[-1], cdf, xs)
     points = np.column_stack([x, rng.uniform(*y_range, count)])
     for _ in range(RELAXATION_ROUNDS):
-        spacing = np.sqrt(2 / (np.sqrt(3) * density_at(points[:, 0]) / 1e6))
-        reach = 0.9 * spacing
+        reach = 0.9 * hexagonal_spacing_um(density_at(points[:, 0]))
         pairs = cKDTree(points).query_pairs(float(reach.max()), output_type="ndarray")
         apart = points[pairs[:, 1]] - points[pairs[:, 0]]
         distance = np.maximum(np.hypot(apart[:, 0], apart[:, 1]), 1e-6)
@@ -423,6 +425,3 @@ def _intensity_mapping(spec: FamilyBSpec, rng, volume: np.ndarray) -> np.ndarray
         return np.rint(scaled * 60000).astype(np.uint16)
     return np.rint(scaled * 255).astype(np.uint16)   # 8-bit values in the uint16 container
 
-
-def spec_as_dict(spec: FamilyBSpec) -> dict:
-    return asdict(spec)

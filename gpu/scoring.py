@@ -95,7 +95,7 @@ def score_cones(predictor: Predictor, samples: Iterable[PhantomSample]) -> list[
                          / true_metrics["cone_density_per_mm2"] - 1)
         rows.append({
             "seed": sample.spec.seed, "family": sample.spec.family,
-            "intensity": getattr(sample.spec, "intensity", "linear"),
+            "intensity": sample.spec.intensity,
             "pixel_um": [round(float(p), 3) for p in sample.pixel_um],
             "eccentricity_deg": round(sample.spec.eccentricity_deg, 2),
             "noise": round(sample.spec.noise, 3), "motion_um": round(sample.spec.motion_um, 2),

@@ -16,7 +16,7 @@ import numpy as np
 from gpu import cone_model, layer_model
 from gpu.cone_model import cone_target
 from gpu.phantom import Phantom, PhantomSpec
-from gpu.phantom_b import INTENSITY_MAPPINGS, FamilyBSpec
+from gpu.phantom_b import INTENSITY_MAPPINGS, FamilyBSpec, density_per_mm2, hexagonal_spacing_um
 from gpu.phantoms import make_phantom_of
 from gpu.preprocess import Preprocessed, preprocess
 from gpu.scoring import preprocessing_errors
@@ -54,7 +54,8 @@ def family_b_spec(seed: int) -> FamilyBSpec:
     rng = np.random.default_rng(20_000 + seed)
     eccentricity = float(np.exp(rng.uniform(np.log(0.5), np.log(12.0))))
     # Fine pitches where cones are small, so that a cone spans at least ~2.5 samples.
-    coarsest = float(np.clip(hexagonal_spacing_of_b(eccentricity) / 2.5, 0.5, 1.5))
+    spacing = float(hexagonal_spacing_um(density_per_mm2(eccentricity)))
+    coarsest = float(np.clip(spacing / 2.5, 0.5, 1.5))
     fast, slow = (float(rng.uniform(0.5, coarsest)) for _ in range(2))
     size = int(rng.choice([96, 128, 160]))
     return FamilyBSpec(seed=seed, b_scans=int(rng.choice([64, 96, size])), a_lines=size,
@@ -66,12 +67,6 @@ def family_b_spec(seed: int) -> FamilyBSpec:
                        intensity=str(rng.choice(INTENSITY_MAPPINGS)),
                        psf_fwhm_um=float(rng.uniform(2.0, 3.0)),
                        axial_fwhm_um=float(rng.uniform(2.5, 3.5)))
-
-
-def hexagonal_spacing_of_b(eccentricity_deg: float) -> float:
-    from gpu.phantom_b import density_per_mm2
-
-    return float(np.sqrt(2 / (np.sqrt(3) * density_per_mm2(eccentricity_deg))) * 1000)
 
 
 def prepare(spec: PhantomSpec | FamilyBSpec) -> tuple[Phantom, Preprocessed]:
