@@ -4,12 +4,12 @@ Detection works on a speckle-smoothed copy of the (axially motion-corrected) vol
 at a time, but each surface is searched in a window set by anatomy relative to the surface found
 before it, so a bright neighbour band cannot capture it:
 
-1. RPE: the top of the thick bright RPE slab (a step detector finds the slab, the steepest
-   rise near it gives the depth);
-2. COST: the shallowest clear peak 3–20 µm above the RPE (rod tips make a deeper one);
-3. IS/OS: the brightest peak 15–38 µm above COST (outer segments are 22–35 µm long);
-4. ELM: the brightest peak 12–35 µm above IS/OS (the inner-segment length);
-5. BM: the steepest fall 6–25 µm below the RPE (where the RPE slab ends).
+1. BM: the end of the thick bright RPE-BM slab, the deepest bright structure (a slab detector
+   finds it, the steepest fall near it gives the depth);
+2. RPE: the slab's top 6–25 µm above BM (found the same way, at the steepest rise);
+3. COST: the shallowest clear peak 3–20 µm above the RPE (rod tips make a deeper one);
+4. IS/OS: the brightest peak 15–38 µm above COST (outer segments are 22–35 µm long);
+5. ELM: the brightest peak 12–35 µm above IS/OS (the inner-segment length).
 
 Depths are refined to sub-pixel by a parabola through the peak, then each surface map is
 median-filtered across B-scans and A-lines to remove isolated misses.
@@ -26,11 +26,12 @@ from gpu.subpixel import parabola_offset
 
 SURFACES = ("ELM", "ISOS", "COST", "RPE", "BM")
 # (surface found before, µm from it to the window's near end, to its far end); negative = above.
-SEARCH_UM = {"COST": ("RPE", -20.0, -3.0), "ISOS": ("COST", -38.0, -15.0),
-             "ELM": ("ISOS", -35.0, -12.0), "BM": ("RPE", 6.0, 25.0)}
+SEARCH_UM = {"RPE": ("BM", -25.0, -6.0), "COST": ("RPE", -20.0, -3.0),
+             "ISOS": ("COST", -38.0, -15.0), "ELM": ("ISOS", -35.0, -12.0)}
 LATERAL_SMOOTHING_UM = 5.0
-RPE_WINDOW_UM = 14.0        # the RPE is searched this far either side of its volume-wide depth
+BM_WINDOW_UM = 14.0         # BM is searched this far either side of its volume-wide depth
 SLAB_DEPTHS = 16
+SLAB_SMOOTHING_SAMPLES = 3.0  # on the surface grid (about 3 µm a sample): ~9 µm sigma
 MIN_BAND_CONTRAST = 1.5     # IS/OS and COST intensity against the outer-segment floor
 LOG_SKEWNESS_BELOW = 0.3    # histogram skewness under which a volume is log-compressed
 LOG_RANGE_DB = 50.0
@@ -93,26 +94,36 @@ def detect_surfaces(volume, axial_um: float, lateral_um: float, xp: ModuleType,
     # Central difference: an edge's steepest point lands on the edge, not half a pixel off.
     gradient = xp.gradient(smooth, axis=1)
 
-    # The RPE is the one thick bright slab: a step detector (mean of the next 8 µm minus the
-    # previous 8 µm) answers most strongly at its top, and only weakly at thin bright bands.
+    # The RPE-Bruch's membrane complex is the one thick bright slab, and the deepest: below
+    # it lies the darker choroid. Its end (BM) is found first, because above it the slab can
+    # merge with COST and the rod tips where cones are sparse, while nothing bright follows it.
+    # The slab detector (the dimmest of the 8 µm inside the slab minus the mean of the 8 µm
+    # outside it) answers most strongly at the slab's edges and only weakly at thin bands.
     half = max(int(round(8.0 / axial_um)), 2)
-    step_response = _step_response(smooth, half, xp)
-    rpe_global = float(xp.argmax(step_response.mean(axis=(0, 2))))
-    everywhere = xp.full((smooth.shape[0], smooth.shape[2]), rpe_global, xp.float32)
-    window = RPE_WINDOW_UM / axial_um
-    coarse = _peak_in_window(step_response, z, everywhere - window, everywhere + window, xp)
-    del step_response
-    coarse = _clean(coarse, ndimage)
-    # Then the steepest rise within a few micrometres of it.
-    found = {"RPE": _peak_in_window(gradient, z, coarse - 3 / axial_um, coarse + 3 / axial_um,
-                                    xp)}
-    for name in ("COST", "ISOS", "ELM", "BM"):
-        reference, near, far = SEARCH_UM[name]
-        lo = found[reference] + min(near, far) / axial_um
-        hi = found[reference] + max(near, far) / axial_um
-        # BM closes the RPE slab: its depth is where the slab ends, the steepest fall.
-        values = -gradient if name == "BM" else smooth
-        found[name] = _peak_in_window(values, z, lo, hi, xp,
+    window = BM_WINDOW_UM / axial_um
+    slab_end = _slab_response(smooth[:, ::-1], half, xp, ndimage)[:, ::-1]
+    bm_global = float(xp.argmax(slab_end.mean(axis=(0, 2))))
+    everywhere = xp.full((smooth.shape[0], smooth.shape[2]), bm_global, xp.float32)
+    coarse_bm = _clean(_peak_in_window(slab_end, z, everywhere - window, everywhere + window,
+                                       xp), ndimage)
+    del slab_end
+    # The slab is diffuse speckle, so its edges are found on a wider lateral average than the
+    # cone bands need: the steepest fall and rise, a little outside the detector's answers
+    # (its inner window must clear the edge's blur first).
+    wide = (SLAB_SMOOTHING_SAMPLES, 0, SLAB_SMOOTHING_SAMPLES)
+    slab_gradient = ndimage.gaussian_filter(gradient, wide)
+    found = {"BM": _peak_in_window(-slab_gradient, z, coarse_bm - 2 / axial_um,
+                                   coarse_bm + 6 / axial_um, xp)}
+    lo, hi = _window(found, "RPE", axial_um)
+    slab_top = _slab_response(smooth, half, xp, ndimage)
+    coarse_rpe = _clean(_peak_in_window(slab_top, z, lo, hi, xp), ndimage)
+    del slab_top
+    found["RPE"] = _peak_in_window(slab_gradient, z, coarse_rpe - 6 / axial_um,
+                                   coarse_rpe + 2 / axial_um, xp)
+    del slab_gradient
+    for name in ("COST", "ISOS", "ELM"):
+        lo, hi = _window(found, name, axial_um)
+        found[name] = _peak_in_window(smooth, z, lo, hi, xp,
                                       shallowest=SHALLOWEST_PEAK_FRACTION if name == "COST"
                                       else None)
 
@@ -184,6 +195,13 @@ def _upsample(surface, step: int, shape: tuple[int, int], xp: ModuleType, ndimag
     return ndimage.map_coordinates(surface, coords, order=1, mode="nearest")
 
 
+def _window(found: dict, name: str, axial_um: float):
+    """Per-A-line depths between which ``name`` is searched (SEARCH_UM)."""
+    reference, near, far = SEARCH_UM[name]
+    return (found[reference] + min(near, far) / axial_um,
+            found[reference] + max(near, far) / axial_um)
+
+
 def _peak_in_window(values, z, lo, hi, xp: ModuleType, shallowest: float | None = None):
     """Sub-pixel depth of the maximum of ``values`` between per-A-line depths lo and hi.
 
@@ -202,24 +220,45 @@ def _peak_in_window(values, z, lo, hi, xp: ModuleType, shallowest: float | None 
         falling = values >= xp.concatenate([values[:, 1:], values[:, -1:]], axis=1)
         clear = inside & rising & falling & (values - floor >= shallowest * (top - floor))
         index = xp.where(clear.any(axis=1), xp.argmax(clear, axis=1), index)
+    return _refined(values, index, xp)
+
+
+def _refined(values, index, xp: ModuleType):
+    """Integer peak depths moved to the vertex of a parabola through their neighbours."""
     index = xp.clip(index, 1, values.shape[1] - 2)
     take = lambda offset: xp.take_along_axis(values, (index + offset)[:, None, :], 1)[:, 0]  # noqa: E731
     return index + parabola_offset(take(-1), take(0), take(1), xp)
 
 
-def _step_response(smooth, half: int, xp: ModuleType):
-    """Mean of the ``half`` samples below each depth minus the mean of the ``half`` above it."""
+def _slab_response(smooth, half: int, xp: ModuleType, ndimage: ModuleType):
+    """How well each depth opens a thick bright slab: the dimmest of the ``half`` samples
+    below it minus the mean of the ``half`` above it (reversed in depth: how well it closes
+    one). A thin band, however bright (COST
+    outshines the RPE where cones are dense), has a dim sample within ``half`` of its top;
+    the RPE slab (10 µm and more) has none."""
+    depth = smooth.shape[1]
+    # minimum_filter1d centres its window; shift so depth z sees samples z .. z + half - 1.
+    dimmest = ndimage.minimum_filter1d(smooth, half, axis=1, mode="nearest")
+    below = xp.empty_like(smooth)
+    shift = half // 2
+    below[:, :depth - shift] = dimmest[:, shift:]
+    below[:, depth - shift:] = dimmest[:, -1:]
+    del dimmest
+    above = _mean_above(smooth, half, xp)
+    below -= above
+    return below
+
+
+def _mean_above(smooth, half: int, xp: ModuleType):
+    """Mean of the ``half`` samples above each depth (the top ones repeat the first)."""
     b_scans, depth, a_lines = smooth.shape
     cumulative = xp.zeros((b_scans, depth + 1, a_lines), smooth.dtype)   # c[k] = sum of s[:k]
     xp.cumsum(smooth, axis=1, out=cumulative[:, 1:])
-    difference = cumulative[:, 2 * half:] - cumulative[:, half:depth + 1 - half]
-    difference -= cumulative[:, half:depth + 1 - half]
-    difference += cumulative[:, :depth + 1 - 2 * half]
-    del cumulative
-    response = xp.zeros_like(smooth)
-    response[:, half:depth - half] = difference[:, : depth - 2 * half]
-    response /= half
-    return response
+    above = xp.empty_like(smooth)
+    above[:, half:] = cumulative[:, half:depth] - cumulative[:, :depth - half]
+    above[:, :half] = smooth[:, :1] * half
+    above /= half
+    return above
 
 
 def _clean(surface, ndimage: ModuleType):

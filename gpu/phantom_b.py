@@ -130,7 +130,9 @@ def make_phantom_b(spec: FamilyBSpec) -> Phantom:
     field = fft.ifftn(fft.fftn(scatter, workers=2) * transfer, workers=2).astype(np.complex64)
     del scatter
 
-    volume, flicker_b_scans = _scan(spec, grid, field, shifts, cones, flicker, surface, rng)
+    noise_amplitude = spec.noise * _mean_cone_amplitude(grid, field, cones, surface)
+    volume, flicker_b_scans = _scan(spec, grid, field, shifts, cones, flicker, noise_amplitude,
+                                    rng)
     voxels = _intensity_mapping(spec, rng, volume)
 
     x = np.arange(spec.a_lines) * spec.fast_pitch_um
@@ -376,7 +378,17 @@ def _transfer(spec: FamilyBSpec, grid: _Grid) -> np.ndarray:
     return pupil * axial.astype(np.float32)
 
 
-def _scan(spec, grid: _Grid, field, shifts, cones, flicker, surface, rng):
+def _mean_cone_amplitude(grid: _Grid, field, cones, surface) -> float:
+    """The imaged cones' mean IS/OS amplitude: the unit of ``spec.noise``. Measured, because a
+    reflector's peak after the PSF depends on the pupil, the pitch and its neighbours."""
+    row, column = grid.index_of(cones)
+    z = np.rint(surface("ISOS", grid.x[column], grid.y[row]) / grid.spec.axial_pitch_um)
+    z = np.clip(z.astype(int), 1, grid.spec.depth - 2)
+    peaks = np.max([np.abs(field[row, z + d, column]) for d in (-1, 0, 1)], axis=0)
+    return float(peaks.mean())
+
+
+def _scan(spec, grid: _Grid, field, shifts, cones, flicker, noise_amplitude: float, rng):
     """Each B-scan reads one row of the static field, displaced by the eye: y by picking the
     row, x and z by exact Fourier shifts. Flickering cones change brightness per B-scan."""
     volume = np.empty((spec.b_scans, spec.depth, spec.a_lines), np.complex64)
@@ -408,7 +420,8 @@ def _scan(spec, grid: _Grid, field, shifts, cones, flicker, surface, rng):
             gain = 1 + flicker_gain[b, here][ok]
             window[:, columns[ok]] *= gain[None, :]
         volume[b] = window
-    noise = spec.noise * (rng.normal(size=volume.shape) + 1j * rng.normal(size=volume.shape))
+    noise = noise_amplitude * (rng.normal(size=volume.shape)
+                               + 1j * rng.normal(size=volume.shape))
     return volume + (noise / np.sqrt(2)).astype(np.complex64), flicker_b_scans
 
 

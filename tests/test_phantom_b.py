@@ -13,11 +13,14 @@ from dicom.volume import read_volume
 from gpu import layers
 from gpu.phantom_b import FamilyBSpec, density_per_mm2, make_phantom_b
 from gpu.quantify import mosaic_metrics
-from gpu.training import prepare, true_surfaces_px
+from gpu.training import family_b_spec, prepare, true_surfaces_px
 from tests.conftest import AOMAS
 
 EDGE = slice(8, -8)   # A-lines at the edge, where correction shifted in no data
 SURFACE_MAE_MAX_PX = 0.75
+# BM is found ~1 px below its truth in both families: the steepest fall of the slab lies past
+# Bruch's membrane's thin bright line. A known gap (issue 13), bounded here so it grows no worse.
+BM_MAE_MAX_PX = 1.2
 
 
 def surface_errors(spec: FamilyBSpec) -> dict[str, float]:
@@ -68,11 +71,16 @@ def test_a_log_compressed_volume_is_linearised_before_its_surfaces(monkeypatch):
     spec = FamilyBSpec(seed=1, eccentricity_deg=3.0, intensity="log", fast_pitch_um=0.8,
                        slow_pitch_um=1.2)
     errors = surface_errors(spec)
-    assert max(errors[name] for name in ("ELM", "ISOS", "COST")) <= SURFACE_MAE_MAX_PX, errors
-    # Without linearising, the bands are too flat to be found at all.
+    assert max(errors[name] for name in ("ELM", "ISOS", "COST", "RPE")) <= SURFACE_MAE_MAX_PX, \
+        errors
+    assert errors["BM"] <= BM_MAE_MAX_PX, errors
+    linearised = prepare(spec)[1].band_contrast
+    # Without linearising, the log folds the bands nearly flat: a fraction of the contrast
+    # is left, and the slab's edges are found less well.
     monkeypatch.setattr(layers, "LOG_SKEWNESS_BELOW", -10.0)
-    with pytest.raises(layers.NoPhotoreceptorLayer):
-        prepare(spec)
+    assert prepare(spec)[1].band_contrast < 0.25 * linearised
+    folded = surface_errors(spec)
+    assert folded["RPE"] > errors["RPE"] and folded["BM"] > errors["BM"], (folded, errors)
 
 
 @pytest.mark.parametrize("eccentricity", [6.0, 10.0])
@@ -105,3 +113,14 @@ def test_aomas_phantom_family_b_writes_anisotropic_opt(tmp_path):
         [AOMAS, "phantom", "--out", str(tmp_path / "a"),
          "--intensity", "log"], capture_output=True, text=True)
     assert refused.returncode != 0 and "family B" in refused.stderr
+
+
+@pytest.mark.parametrize("seed", [5, 13])
+def test_surfaces_where_cost_outshines_or_merges_with_the_rpe(seed):
+    # Training draws that once broke the RPE search: at 1.7° COST is brighter than the RPE
+    # slab (seed 5, refused outright); at 6.5° COST, the rod tips and the RPE merge into one
+    # bright complex (seed 13, every surface one layer too shallow).
+    errors = surface_errors(family_b_spec(seed))
+    assert max(errors[name] for name in ("ELM", "ISOS", "COST", "RPE")) <= SURFACE_MAE_MAX_PX, \
+        errors
+    assert errors["BM"] <= BM_MAE_MAX_PX, errors
