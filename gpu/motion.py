@@ -25,6 +25,7 @@ HUBER_PX = 0.5       # residuals beyond this are down-weighted
 # (Not caught: a strong wrong peak one cone spacing away, where the mosaic is regular.)
 DOUBT_STRENGTH, DOUBT_DEVIATION_PX, DOUBT_NEIGHBOURS, DOUBT_RADIUS_PX = 0.7, 2.0, 3, 2
 ARBITER_RADIUS_PX = 1
+FAR_SUPPORT_MARGIN = 1.3
 
 
 def relative_shifts(profile_sets, xp: ModuleType, lag: int, max_shift: int,
@@ -99,7 +100,9 @@ def _recheck_doubtful_pairs(profile_sets, xp: ModuleType, shift: np.ndarray,
     nearby = _cpu(nearby)
     far_support = _two_apart_support(profile_sets, xp, shift, shift, max_shift)
     near_support = _two_apart_support(profile_sets, xp, shift, nearby, max_shift)
-    return np.where(doubtful & (near_support > far_support), nearby, shift)
+    # Eye motion between two B-scans is small unless the eye jumped: the far shift stands
+    # only where the pairs two apart clearly side with it.
+    return np.where(doubtful & (FAR_SUPPORT_MARGIN * near_support > far_support), nearby, shift)
 
 
 def _two_apart_support(profile_sets, xp: ModuleType, shift: np.ndarray,
@@ -121,8 +124,11 @@ def _two_apart_support(profile_sets, xp: ModuleType, shift: np.ndarray,
 
 
 def _running_median(values: np.ndarray, half: int) -> np.ndarray:
-    padded = np.pad(values, half, mode="edge")
-    return np.array([np.median(padded[i: i + 2 * half + 1]) for i in range(len(values))])
+    """Median of each value's neighbours within ``half`` (not itself: an outlier must not
+    vote for itself, which edge padding would make it do at the ends)."""
+    n = len(values)
+    return np.array([np.median(np.r_[values[max(i - half, 0):i], values[i + 1:i + 1 + half]])
+                     if n > 1 else values[i] for i in range(n)])
 
 
 def _solve(n: int, equations: list[tuple[int, int, float, float]]) -> np.ndarray:
