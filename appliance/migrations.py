@@ -160,3 +160,11 @@ def _run_progress(db: sqlite_utils.Database) -> None:
     # The stage a RUNNING run is in and since when, for the worklist's live progress.
     db["runs"].add_column("stage", str)
     db["runs"].add_column("stage_started_at", float)
+
+
+@migrations(name="0009_tile_error_probability")
+def _tile_error_probability(db: sqlite_utils.Database) -> None:
+    # The calibrated chance that a tile holds a false or a missed cone (gpu.calibration): the
+    # review queue's ranking. Runs recorded before it keep NULL and rank by their uncertainty.
+    db["tiles"].add_column("error_probability", float)
+    db["tiles"].create_index(["error_probability"])

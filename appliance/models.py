@@ -17,7 +17,7 @@ from types import ModuleType
 from appliance.exceptions import ConfigurationError
 from appliance.storage import sha256_of
 
-BOOTSTRAP_DIR = Path(__file__).resolve().parent / "models" / "aomas-bootstrap-v2"
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "models" / "aomas-bootstrap-v3"
 WEIGHTS, CARD = "weights.pt", "model_card.json"
 
 
@@ -41,6 +41,11 @@ def model_record(directory: str = "") -> ModelRecord:
     card = json.loads((path / CARD).read_text())
     return ModelRecord(model_id=card["model_id"], directory=path,
                        weights_sha256=sha256_of(path / WEIGHTS)[0])
+
+
+def model_card(record: ModelRecord) -> dict:
+    """The model card: what the model is, how it was trained, measured and calibrated."""
+    return json.loads((record.directory / CARD).read_text())
 
 
 def network_module(name: str) -> ModuleType:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
-from appliance.models import ModelRecord, load_network, network_module
+from appliance.models import ModelRecord, load_network, model_card, network_module
 from appliance.outputs import (
     build_outputs,
     cones_csv,
@@ -33,7 +33,8 @@ from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
 from gpu import cone_model, layer_model
-from gpu.cone_model import centroids, tile_uncertainty
+from gpu.calibration import Calibration, review_tiles
+from gpu.cone_model import centroids
 from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
@@ -42,7 +43,7 @@ from gpu.xp import array_module
 
 log = logging.getLogger(__name__)
 
-TILE_PX = 32               # en-face tiles ranked by uncertainty for the review queue
+TILE_PX = 32               # en-face tiles ranked by error probability for the review queue
 REGION_GRID = (2, 2)       # columns x rows of regional cone and layer measurements
 # Below this the motion and layer estimates have too little to work with.
 MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
@@ -102,7 +103,8 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     on_stage("measurements_and_artifacts")
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
-    tiles = tile_uncertainty(uncertainty, TILE_PX)
+    tiles = review_tiles(probability, uncertainty, Calibration.from_card(model_card(model)),
+                         TILE_PX)
     thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
     cones = mosaic_metrics(cones_um, field_um)
     cone_regions = regional_metrics(cones_um, field_um, REGION_GRID)

@@ -1,4 +1,8 @@
-"""Review tiles: the en-face squares of each run that people check, most uncertain first.
+"""Review tiles: the en-face squares of each run that people check, likeliest errors first.
+
+A tile's rank is its calibrated error probability (the chance it holds a false or a missed
+cone, ``gpu.calibration``); tiles of runs recorded before there was one rank by their mean
+Monte Carlo dropout uncertainty instead. The queue's threshold applies to that same number.
 
 A run's tiles are recorded in the transaction that marks it SUCCEEDED. What a tile shows (the
 IS/OS en-face image, the model's cone mask and the per-pixel uncertainty) is cut on request from
@@ -23,6 +27,7 @@ from appliance.storage import ObjectStore
 from gpu.cone_model import cone_target
 
 DEFAULT_UNCERTAINTY_THRESHOLD = 0.3
+RANK = "COALESCE(t.error_probability, t.mean_uncertainty)"
 DEFAULT_QUEUE_LIMIT = 50
 MAX_QUEUE_LIMIT = 500
 # Monte Carlo dropout spread of a probability: 0.5 is the most two outcomes can differ by half.
@@ -37,7 +42,9 @@ def record(db: sqlite_utils.Database, run_id: str, case_id: int, tiles: list[dic
              "column_px": t["column_px"],
              "height_px": min(tile_px, enface_shape[0] - t["row_px"]),
              "width_px": min(tile_px, enface_shape[1] - t["column_px"]),
-             "mean_uncertainty": t["mean_uncertainty"], "head_version": 0, "created_at": now}
+             "mean_uncertainty": t["mean_uncertainty"],
+             "error_probability": t.get("error_probability"), "head_version": 0,
+             "created_at": now}
             for t in tiles]
     db["tiles"].insert_all(rows, ignore=True)  # a re-recorded run keeps its tiles and labels
     return len(rows)
@@ -48,10 +55,10 @@ def review_queue(db: sqlite_utils.Database, *,
                  limit: int = DEFAULT_QUEUE_LIMIT,
                  include_labelled: bool = False,
                  run_id: str | None = None) -> list[dict[str, Any]]:
-    """Tiles above the threshold, most uncertain first. Only the current run of each case
+    """Tiles ranked above the threshold, likeliest errors first. Only the current run of each case
     counts (a superseded run's tiles show data that has been replaced); tiles someone has
     already labelled drop out unless asked for."""
-    where, params = ["r.state = ?", "r.superseded_by IS NULL", "t.mean_uncertainty > ?"], \
+    where, params = ["r.state = ?", "r.superseded_by IS NULL", f"{RANK} > ?"], \
         [SUCCEEDED, uncertainty_threshold]
     if not include_labelled:
         where.append("t.head_version = 0")
@@ -60,8 +67,14 @@ def review_queue(db: sqlite_utils.Database, *,
         params.append(run_id)
     return list(db.query(
         f"SELECT t.* FROM tiles t JOIN runs r USING (run_id) WHERE {' AND '.join(where)} "
-        "ORDER BY t.mean_uncertainty DESC, t.tile_id LIMIT ?",
+        f"ORDER BY {RANK} DESC, t.tile_id LIMIT ?",
         [*params, min(max(limit, 0), MAX_QUEUE_LIMIT)]))
+
+
+def rank_of(tile: dict[str, Any]) -> float:
+    """The number a tile is ranked and thresholded by (see the module's docstring)."""
+    probability = tile.get("error_probability")
+    return tile["mean_uncertainty"] if probability is None else probability
 
 
 def get(db: sqlite_utils.Database, tile_id: int) -> dict[str, Any]:

@@ -55,25 +55,21 @@ def cone_target(shape: tuple[int, int], positions_px: np.ndarray) -> np.ndarray:
 
 def centroids(probability: np.ndarray, threshold: float = PEAK_THRESHOLD) -> np.ndarray:
     """(n, 2) sub-pixel (row, column) of each cone: local maxima above ``threshold``."""
+    return peaks(probability, threshold)[0]
+
+
+def peaks(probability: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Local maxima of the (lightly smoothed) probability map above ``threshold``: their
+    sub-pixel (row, column) and the smoothed probability at each."""
     smooth = ndimage.gaussian_filter(probability, 0.7)
-    peaks = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > threshold)
-    rows, columns = np.nonzero(peaks)
+    is_peak = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth > threshold)
+    rows, columns = np.nonzero(is_peak)
     if len(rows) == 0:
-        return np.zeros((0, 2))
+        return np.zeros((0, 2)), np.zeros(0)
     # Refine each peak by the probability-weighted mean of its 3x3 neighbourhood.
     padded = np.pad(smooth, 1)
     offsets = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)])
     weights = np.stack([padded[rows + 1 + dr, columns + 1 + dc] for dr, dc in offsets], axis=1)
     weights /= weights.sum(axis=1, keepdims=True)
-    return np.column_stack([rows + weights @ offsets[:, 0], columns + weights @ offsets[:, 1]])
-
-
-def tile_uncertainty(uncertainty: np.ndarray, tile_px: int) -> list[dict]:
-    """Mean per-pixel uncertainty of each tile of the en-face image, most uncertain first."""
-    tiles = []
-    for row in range(0, uncertainty.shape[0], tile_px):
-        for column in range(0, uncertainty.shape[1], tile_px):
-            block = uncertainty[row:row + tile_px, column:column + tile_px]
-            tiles.append({"row_px": row, "column_px": column,
-                          "mean_uncertainty": round(float(block.mean()), 5)})
-    return sorted(tiles, key=lambda tile: -tile["mean_uncertainty"])
+    centres = np.column_stack([rows + weights @ offsets[:, 0], columns + weights @ offsets[:, 1]])
+    return centres, smooth[rows, columns]

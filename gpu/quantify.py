@@ -81,15 +81,30 @@ def regional_metrics(points_um: np.ndarray, field_um: tuple[float, float],
 
 def match_detections(detected: np.ndarray, truth: np.ndarray, radius: float) -> dict:
     """One-to-one matching within ``radius``: true positives, precision, recall, F1."""
-    from scipy.optimize import linear_sum_assignment
-
+    detected_correct, _ = matched(detected, truth, radius)
     if len(detected) == 0 or len(truth) == 0:
         return {"true_positives": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    hits = int(detected_correct.sum())
+    precision, recall = hits / len(detected), hits / len(truth)
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return {"true_positives": hits, "precision": round(precision, 4),
+            "recall": round(recall, 4), "f1": round(f1, 4)}
+
+
+def matched(detected: np.ndarray, truth: np.ndarray,
+            radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """The one-to-one matching within ``radius`` (least total distance): which detections
+    found a true point, and which true points were found."""
+    from scipy.optimize import linear_sum_assignment
+
+    detected_correct = np.zeros(len(detected), bool)
+    truth_found = np.zeros(len(truth), bool)
+    if len(detected) == 0 or len(truth) == 0:
+        return detected_correct, truth_found
     distance = np.sqrt(((detected[:, None, :] - truth[None, :, :]) ** 2).sum(-1))
     cost = np.where(distance <= radius, distance, 1e6)
     rows, cols = linear_sum_assignment(cost)
-    matched = int((cost[rows, cols] <= radius).sum())
-    precision, recall = matched / len(detected), matched / len(truth)
-    f1 = 2 * precision * recall / (precision + recall) if matched else 0.0
-    return {"true_positives": matched, "precision": round(precision, 4),
-            "recall": round(recall, 4), "f1": round(f1, 4)}
+    hit = cost[rows, cols] <= radius
+    detected_correct[rows[hit]] = True
+    truth_found[cols[hit]] = True
+    return detected_correct, truth_found

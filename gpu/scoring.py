@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpu import layer_model
-from gpu.cone_model import centroids
+from gpu import calibration, layer_model
+from gpu.calibration import Calibration
+from gpu.cone_model import PEAK_THRESHOLD, centroids
 from gpu.predictor import Predictor
-from gpu.quantify import match_detections, mosaic_metrics
+from gpu.quantify import match_detections, matched, mosaic_metrics
 
 if TYPE_CHECKING:
     from gpu.phantom import Phantom
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 BORDER_PX = 4            # cones this close to the edge are not scored (half-imaged)
 MATCH_RADIUS_NND = 0.75  # matching radius as a fraction of the true mean NND
 SURFACE_BORDER_PX = 8    # A-lines at the edge, where correction shifted in no data
+TILE_PX = 32             # as the pipeline's review tiles
+REVIEW_THRESHOLD = 0.3   # the review queue's default (review.uncertainty_threshold)
 
 
 def preprocessing_errors(phantom: Phantom, prepared: Preprocessed,
@@ -80,41 +83,132 @@ def score_layers(predictor: Predictor, samples: Iterable[PhantomSample]) -> list
 
 def score_cones(predictor: Predictor, samples: Iterable[PhantomSample]) -> list[dict]:
     """Detection and mosaic metrics against the truth, one row per sample."""
-    rows = []
-    for sample in samples:
-        detected = centroids(predictor.predict(sample.image))
-        shape = sample.target.shape
-        truth, found = _inside(sample.truth_px, shape), _inside(detected, shape)
-        to_um = np.array(sample.pixel_um)
-        field = ((shape[1] - 2 * BORDER_PX) * to_um[1], (shape[0] - 2 * BORDER_PX) * to_um[0])
-        true_metrics = mosaic_metrics(_xy_um(truth, to_um), field)
-        found_metrics = mosaic_metrics(_xy_um(found, to_um), field)
-        radius = MATCH_RADIUS_NND * true_metrics["nnd_mean_um"]
-        match = match_detections(_xy_um(found, to_um), _xy_um(truth, to_um), radius)
-        density_error = ((found_metrics["cone_density_per_mm2"] or 0)
-                         / true_metrics["cone_density_per_mm2"] - 1)
-        rows.append({
-            "seed": sample.spec.seed, "family": sample.spec.family,
-            "intensity": sample.spec.intensity,
-            "pixel_um": [round(float(p), 3) for p in sample.pixel_um],
-            "eccentricity_deg": round(sample.spec.eccentricity_deg, 2),
-            "noise": round(sample.spec.noise, 3), "motion_um": round(sample.spec.motion_um, 2),
-            **match,
-            "density_true": true_metrics["cone_density_per_mm2"],
-            "density_found": found_metrics["cone_density_per_mm2"],
-            "density_error_percent": round(100 * density_error, 2),
-            "hexagonal_true": true_metrics["hexagonal_percent"],
-            "hexagonal_found": found_metrics["hexagonal_percent"],
-        })
-    return rows
+    return [score_cone_map(predictor.predict(sample.image), sample) for sample in samples]
+
+
+def score_cone_map(probability: np.ndarray, sample: PhantomSample) -> dict:
+    """Detection and mosaic metrics of one sample's cone probability map."""
+    detected = centroids(probability)
+    shape = sample.target.shape
+    truth, found = _inside(sample.truth_px, shape), _inside(detected, shape)
+    to_um = np.array(sample.pixel_um)
+    field = ((shape[1] - 2 * BORDER_PX) * to_um[1], (shape[0] - 2 * BORDER_PX) * to_um[0])
+    true_metrics = mosaic_metrics(_xy_um(truth, to_um), field)
+    found_metrics = mosaic_metrics(_xy_um(found, to_um), field)
+    radius = MATCH_RADIUS_NND * true_metrics["nnd_mean_um"]
+    match = match_detections(_xy_um(found, to_um), _xy_um(truth, to_um), radius)
+    density_error = ((found_metrics["cone_density_per_mm2"] or 0)
+                     / true_metrics["cone_density_per_mm2"] - 1)
+    return {
+        "seed": sample.spec.seed, "family": sample.spec.family,
+        "intensity": sample.spec.intensity,
+        "pixel_um": [round(float(p), 3) for p in sample.pixel_um],
+        "eccentricity_deg": round(sample.spec.eccentricity_deg, 2),
+        "noise": round(sample.spec.noise, 3), "motion_um": round(sample.spec.motion_um, 2),
+        **match,
+        "density_true": true_metrics["cone_density_per_mm2"],
+        "density_found": found_metrics["cone_density_per_mm2"],
+        "density_error_percent": round(100 * density_error, 2),
+        "nnd_true_um": true_metrics["nnd_mean_um"],
+        "nnd_found_um": found_metrics["nnd_mean_um"],
+        "hexagonal_true": true_metrics["hexagonal_percent"],
+        "hexagonal_found": found_metrics["hexagonal_percent"],
+    }
 
 
 def _inside(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    keep = ((points[:, 0] >= BORDER_PX) & (points[:, 0] < shape[0] - BORDER_PX)
-            & (points[:, 1] >= BORDER_PX) & (points[:, 1] < shape[1] - BORDER_PX))
-    return points[keep] - BORDER_PX
+    return points[_inside_mask(points, shape)] - BORDER_PX
 
 
 def _xy_um(points_px: np.ndarray, to_um: np.ndarray) -> np.ndarray:
     """(row, column) pixels → (x, y) micrometres."""
     return np.column_stack([points_px[:, 1] * to_um[1], points_px[:, 0] * to_um[0]])
+
+
+def candidate_labels(probability: np.ndarray, sample: PhantomSample) -> dict:
+    """The probability map's candidates (see ``calibration``) against the truth: each
+    candidate's peak probability and whether it is a true cone, and each scored tile's
+    label "holds a false detection or a missed cone". Points within BORDER_PX of the edge
+    are left out, as in ``score_cones``."""
+    shape = probability.shape
+    centres, peak = calibration.candidates(probability)
+    keep = _inside_mask(centres, shape)
+    centres, peak = centres[keep], peak[keep]
+    truth = sample.truth_px[_inside_mask(sample.truth_px, shape)]
+    to_um = np.array(sample.pixel_um)
+    field = ((shape[1] - 2 * BORDER_PX) * to_um[1], (shape[0] - 2 * BORDER_PX) * to_um[0])
+    radius = MATCH_RADIUS_NND * mosaic_metrics(_xy_um(truth, to_um), field)["nnd_mean_um"]
+    detected = peak > PEAK_THRESHOLD
+    # Detections are matched first; the candidates below threshold then to the cones left.
+    detection_correct, truth_found = matched(_xy_um(centres[detected], to_um),
+                                             _xy_um(truth, to_um), radius)
+    below_is_cone, _ = matched(_xy_um(centres[~detected], to_um),
+                               _xy_um(truth[~truth_found], to_um), radius)
+    is_cone = np.zeros(len(centres), bool)
+    is_cone[detected], is_cone[~detected] = detection_correct, below_is_cone
+    tiles = (-(-shape[0] // TILE_PX), -(-shape[1] // TILE_PX))
+    errors = np.zeros(tiles, bool)
+    for points in (centres[detected][~detection_correct], truth[~truth_found]):
+        index = (points // TILE_PX).astype(int)
+        errors[index[:, 0], index[:, 1]] = True
+    return {"centres": centres, "peak": peak, "is_cone": is_cone, "detected": detected,
+            "tile_error": errors}
+
+
+def score_calibration(probability: np.ndarray, sample: PhantomSample,
+                      fitted: Calibration) -> tuple[dict, dict]:
+    """Calibration and review-tile figures of one sample: a row of metrics, and the items
+    (detection confidences, pixels, tiles) for pooling across samples."""
+    labels = candidate_labels(probability, sample)
+    confidence = fitted.confidence(labels["peak"])
+    detected = labels["detected"]
+    tile_error_probability = calibration.tile_error_probability(
+        labels["centres"], confidence, labels["peak"], probability.shape, TILE_PX)
+    # Scored tiles: whole ones (the pipeline's last row and column of tiles may be partial).
+    rows, columns = np.mgrid[0:tile_error_probability.shape[0], 0:tile_error_probability.shape[1]]
+    whole = (((rows + 1) * TILE_PX <= probability.shape[0])
+             & ((columns + 1) * TILE_PX <= probability.shape[1]))
+    tile_score, tile_label = tile_error_probability[whole], labels["tile_error"][whole]
+    flagged = tile_score >= REVIEW_THRESHOLD
+    pixels = probability[BORDER_PX:-BORDER_PX, BORDER_PX:-BORDER_PX].ravel()
+    pixel_truth = sample.target[BORDER_PX:-BORDER_PX, BORDER_PX:-BORDER_PX].ravel() > 0.5
+    row = {
+        "detection_ece": round(calibration.expected_calibration_error(
+            confidence[detected], labels["is_cone"][detected]), 4),
+        "pixel_ece": round(calibration.expected_calibration_error(pixels, pixel_truth), 4),
+        "tile_auroc": calibration.auroc(tile_score, tile_label),
+        "tiles_flagged": int(flagged.sum()), "tiles_with_error": int(tile_label.sum()),
+        "tiles": int(tile_label.size),
+        "flagged_error_rate": (round(float(tile_label[flagged].mean()), 3)
+                               if flagged.any() else None),
+    }
+    items = {"confidence": confidence[detected], "correct": labels["is_cone"][detected],
+             "pixel": pixels, "pixel_truth": pixel_truth,
+             "tile_score": tile_score, "tile_error": tile_label}
+    return row, items
+
+
+def pooled_calibration(items: list[dict], pixel_sample: int = 20_000) -> dict:
+    """ECE with bootstrap 95 % intervals (detections, and a fixed sample of pixels) and tile
+    AUROC over many samples' items."""
+    def joined(key):
+        return np.concatenate([item[key] for item in items]) if items else np.zeros(0)
+
+    pixels, pixel_truth = joined("pixel"), joined("pixel_truth")
+    pick = np.random.default_rng(0).choice(len(pixels), min(pixel_sample, len(pixels)),
+                                           replace=False)
+    tile_score, tile_error = joined("tile_score"), joined("tile_error")
+    flagged = tile_score >= REVIEW_THRESHOLD
+    return {
+        "detection": calibration.ece_with_interval(joined("confidence"), joined("correct")),
+        "pixel": calibration.ece_with_interval(pixels[pick], pixel_truth[pick]),
+        "tile_auroc": calibration.auroc(tile_score, tile_error),
+        "flagged_error_rate": (round(float(tile_error[flagged].mean()), 3)
+                               if flagged.any() else None),
+        "tiles_flagged": int(flagged.sum()), "tiles": int(len(tile_score)),
+    }
+
+
+def _inside_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return ((points[:, 0] >= BORDER_PX) & (points[:, 0] < shape[0] - BORDER_PX)
+            & (points[:, 1] >= BORDER_PX) & (points[:, 1] < shape[1] - BORDER_PX))

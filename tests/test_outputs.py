@@ -47,7 +47,7 @@ def test_the_layer_seg_overlays_the_right_b_scans(run_outputs):
         labelled = [s.segment_label for s in seg.SegmentSequence if s.segment_number > 0]
         assert labelled == [LAYER_LABELS[name] for name in CLASSES[1:]]
         algorithm = seg.SegmentSequence[-1].SegmentationAlgorithmIdentificationSequence[0]
-        assert algorithm.AlgorithmName == "aomas-bootstrap-v2"
+        assert algorithm.AlgorithmName == "aomas-bootstrap-v3"
         for number, frame in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
             source = frame.DerivationImageSequence[0].SourceImageSequence[0]
             assert source.ReferencedSOPInstanceUID == derived.SOPInstanceUID
@@ -89,7 +89,7 @@ def test_outputs_carry_provenance_and_the_same_uids_when_written_again(run_outpu
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         assert ds.Manufacturer == "AOMAS", kind
         [equipment] = [item for item in ds.ContributingEquipmentSequence
-                       if item.ManufacturerModelName == "aomas-bootstrap-v2"]
+                       if item.ManufacturerModelName == "aomas-bootstrap-v3"]
         assert "r" * 32 in equipment.ContributionDescription, kind
         assert ds.PatientID == "AOMAS-PHANTOM-7" and ds.StudyInstanceUID, kind
 

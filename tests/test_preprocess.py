@@ -117,7 +117,7 @@ def test_a_phantom_over_dicom_gets_motion_layers_cones_and_a_qc_snapshot(box, tm
     assert len(result["layers"]["regions"]) == 4
     # The layer network and the surface detector read the same layers.
     assert min(result["layer_segmentation"]["agreement_dice"].values()) > 0.9
-    assert json.loads(run["manifest"])["model"]["id"] == "aomas-bootstrap-v2"
+    assert json.loads(run["manifest"])["model"]["id"] == "aomas-bootstrap-v3"
     png = box.data_dir / "objects" / result["artifacts"]["qc_png"][:2] / \
         result["artifacts"]["qc_png"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -170,13 +170,14 @@ def test_active_learning_queue_threshold_and_limit(review_box):
     # Every unlabelled tile of the box (earlier tests labelled some of its 12).
     unlabelled = review_box.box.query("SELECT count(*) FROM tiles WHERE head_version = 0")[0][0]
     assert len(everything) == unlabelled >= 4
-    uncertainties = [t["mean_uncertainty"] for t in everything]
-    assert uncertainties == sorted(uncertainties, reverse=True)
+    # Ranked by the calibrated error probability the pipeline recorded for every tile.
+    ranks = [t["error_probability"] for t in everything]
+    assert None not in ranks and ranks == sorted(ranks, reverse=True)
     top = client.get(url, params={"uncertainty_threshold": 0, "limit": 3}).json()["tiles"]
     assert [t["tile_id"] for t in top] == [t["tile_id"] for t in everything[:3]]
-    middle = uncertainties[3]
+    middle = ranks[3]
     above = client.get(url, params={"uncertainty_threshold": middle}).json()["tiles"]
-    assert all(t["mean_uncertainty"] > middle for t in above) and len(above) <= 3
+    assert all(t["error_probability"] > middle for t in above) and len(above) <= 3
     default = client.get(url).json()
     assert default["uncertainty_threshold"] == 0.3 and default["limit"] == 50
     assert client.get(url, params={"limit": 0}).status_code == 422

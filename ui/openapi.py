@@ -120,7 +120,8 @@ def document() -> dict[str, Any]:
             "parameters": [_path_id("run_id")],
             "responses": {"200": _answer("reviews", {"type": "array"}), **_errors(404)}}},
         "/api/v1/active-learning/queue": {"get": {
-            "summary": "Tiles above the uncertainty threshold, most uncertain first",
+            "summary": "Tiles whose calibrated error probability (older runs: mean "
+                       "uncertainty) is above the threshold, likeliest first",
             "parameters": [
                 _query("uncertainty_threshold", {"type": "number"},
                        f"default {tiles.DEFAULT_UNCERTAINTY_THRESHOLD}"),

@@ -160,7 +160,7 @@ def review_queue():
     # An empty queue says how far the threshold is from the nearest tile.
     nearest = [] if queued else tiles.review_queue(g.db, uncertainty_threshold=-1, limit=1)
     return render_template("queue.html", threshold=threshold, limit=limit, tiles=queued,
-                           most_uncertain=nearest[0]["mean_uncertainty"] if nearest else None)
+                           most_uncertain=(tiles.rank_of(nearest[0]) if nearest else None))
 
 
 @blueprint.get("/tiles/<int:tile_id>")
