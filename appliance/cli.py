@@ -195,6 +195,10 @@ def runs_show(config: Config, run_id: str, as_json: bool) -> None:
         return
     for key in ("run_id", "case_id", "state", "attempts", "reason", "superseded_by"):
         click.echo(f"{key:>14}: {run[key] if run[key] is not None else ''}")
+    review = (run["result"] or {}).get("needs_review")
+    if review is not None:
+        click.echo(f"{'needs review':>14}: "
+                   + ("yes: " + "; ".join(review["reasons"]) if review["flag"] else "no"))
     click.echo(f"{'manifest':>14}: {json.dumps(run['manifest'], sort_keys=True)}")
     click.echo(f"{'result':>14}: {json.dumps(run['result'], sort_keys=True)}")
 

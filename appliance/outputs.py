@@ -59,10 +59,18 @@ def build_outputs(volume: Volume, corrected: np.ndarray, enface: dict[str, np.nd
 
 
 def report_regions(shape: tuple[int, int], grid: tuple[int, int], cones: dict,
-                   cone_regions: list[dict], layers: dict) -> list[RegionMeasurements]:
-    """The field and the grid cells as rectangles on the en-face image (rows = B-scans)."""
+                   cone_regions: list[dict], layers: dict,
+                   review: dict | None = None) -> list[RegionMeasurements]:
+    """The field and the grid cells as rectangles on the en-face image (rows = B-scans).
+    ``review`` is the run's "needs review" check (pipeline.needs_review), for the field."""
+    check = {}
+    if review is not None:
+        check = {"expected_detection_error_percent":
+                 review["expected_detection_error"]["percent"]}
     field = RegionMeasurements("field", (0, shape[0]), (0, shape[1]),
-                               {**cones, **{k: v for k, v in layers.items() if k != "regions"}})
+                               {**cones, **{k: v for k, v in layers.items() if k != "regions"},
+                                **check},
+                               needs_review=None if review is None else review["flag"])
     regions = [field]
     cells = grid_cells(shape, grid)
     for (row, column, b, a), cone_region, layer_region in zip(

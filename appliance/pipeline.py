@@ -33,7 +33,7 @@ from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
 from gpu import cone_model, layer_model
-from gpu.calibration import Calibration, review_tiles
+from gpu.calibration import Calibration, expected_detection_errors, review_tiles
 from gpu.cone_model import centroids
 from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
@@ -45,8 +45,27 @@ log = logging.getLogger(__name__)
 
 TILE_PX = 32               # en-face tiles ranked by error probability for the review queue
 REGION_GRID = (2, 2)       # columns x rows of regional cone and layer measurements
+EXPECTED_ERROR_TOLERANCE_PERCENT = 5.0   # see needs_review
 # Below this the motion and layer estimates have too little to work with.
 MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
+
+
+def needs_review(expected_errors: dict) -> dict:
+    """Whether a person should check this run before its numbers are used, and why.
+
+    On held-out phantoms the calibrated expected error separates the model's good runs
+    (1.7-2.3 % expected, 0.4-3.0 % real) from its poor ones (5.2-13.6 % expected, 16-71 %
+    real: it sees only part of the misses), so the tolerance is the density goal's 5 %.
+    """
+    reasons = []
+    if expected_errors["percent"] > EXPECTED_ERROR_TOLERANCE_PERCENT:
+        reasons.append(
+            f"the model expects {expected_errors['percent']:.1f} % of its detections to be "
+            f"wrong or missed ({expected_errors['expected_false']:.0f} false, "
+            f"{expected_errors['expected_missed']:.0f} missed; tolerance "
+            f"{EXPECTED_ERROR_TOLERANCE_PERCENT:g} %): check the cones in the review queue")
+    return {"flag": bool(reasons), "reasons": reasons,
+            "expected_detection_error": expected_errors}
 
 
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
@@ -103,8 +122,9 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     on_stage("measurements_and_artifacts")
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
-    tiles = review_tiles(probability, uncertainty, Calibration.from_card(model_card(model)),
-                         TILE_PX)
+    fitted = Calibration.from_card(model_card(model))
+    tiles = review_tiles(probability, uncertainty, fitted, TILE_PX)
+    expected_errors = expected_detection_errors(probability, fitted)
     thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
     cones = mosaic_metrics(cones_um, field_um)
     cone_regions = regional_metrics(cones_um, field_um, REGION_GRID)
@@ -124,6 +144,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
                          "tiles": tiles},
         "band_contrast": round(prepared.band_contrast, 3),
+        "needs_review": needs_review(expected_errors),
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),
@@ -138,7 +159,8 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     # The DICOM outputs, stored for the outbox: derived OPT, en-face images, SEGs, SR.
     on_stage("dicom_outputs")
     provenance = provenance_for(run, model.manifest_entry(), device_serial_number)
-    regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers)
+    regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers,
+                             result["needs_review"])
     objects = build_outputs(volume, prepared.corrected, prepared.enface, layer_labels,
                             layer_model.CLASSES[1:], cones_px, regions, provenance,
                             segmentation_types)

@@ -44,6 +44,11 @@ INNER_SEGMENT_THICKNESS = private("ISTHICK", "Inner segment layer thickness")
 OUTER_SEGMENT_LENGTH = private("OSLENGTH", "Outer segment length")
 RPE_THICKNESS = private("RPETHICK", "Retinal pigment epithelium layer thickness")
 REGION = private("REGION", "Analysis region")
+# The appliance's own check of a run (appliance/pipeline.needs_review): a qualitative
+# evaluation Yes/No, and the calibrated expected share of wrong or missed detections.
+NEEDS_REVIEW = private("NEEDSREVIEW", "Needs review by a person")
+EXPECTED_DETECTION_ERROR = private("EXPDETERR", "Expected wrong or missed cone detections")
+YES, NO = codes.SCT.Yes, codes.SCT.No
 AO_OCT_ANALYSIS = private("AOOCTANALYSIS", "AO-OCT photoreceptor analysis")
 
 UNITS = {

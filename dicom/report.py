@@ -2,6 +2,8 @@
 
 One measurement group per region (the whole field first, then the grid), each a rectangle on
 the IS/OS en-face image, with the cone mosaic metrics and the layer thicknesses in UCUM units.
+The field's group also carries the appliance's own check: "needs review" Yes/No and the
+calibrated expected share of wrong or missed detections it rests on.
 The SEGs and images the numbers come from are listed as evidence. Per-cone coordinates are
 too many for content items (thousands per field); they stay with the run as a CSV sidecar
 (``cones_csv`` artifact) and the report says where.
@@ -32,6 +34,7 @@ MEASUREMENTS = {
     "inner_segment_um": (codes.INNER_SEGMENT_THICKNESS, "um"),
     "outer_segment_length_um": (codes.OUTER_SEGMENT_LENGTH, "um"),
     "rpe_um": (codes.RPE_THICKNESS, "um"),
+    "expected_detection_error_percent": (codes.EXPECTED_DETECTION_ERROR, "percent"),
 }
 
 
@@ -41,6 +44,9 @@ class RegionMeasurements:
     rows: tuple[int, int]          # half-open pixel ranges on the en-face image
     columns: tuple[int, int]
     values: dict[str, float | None]
+    # The appliance's "needs review" check (the field only; None: not stated, as in a report
+    # a person has reviewed).
+    needs_review: bool | None = None
 
 
 def measurement_report(regions: list[RegionMeasurements], enface: Dataset,
@@ -93,8 +99,11 @@ def _group(region: RegionMeasurements, enface: Dataset, algorithm,
         hd.sr.Measurement(name=MEASUREMENTS[key][0], value=float(value),
                           unit=codes.UNITS[MEASUREMENTS[key][1]], algorithm_id=algorithm)
         for key, value in region.values.items() if key in MEASUREMENTS and value is not None]
+    evaluations = None if region.needs_review is None else [hd.sr.QualitativeEvaluation(
+        name=codes.NEEDS_REVIEW, value=codes.YES if region.needs_review else codes.NO)]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=provenance.tracking_uid(region.label), identifier=region.label),
         referenced_region=outline, finding_type=codes.CONE_PHOTORECEPTOR,
-        finding_sites=[hd.sr.FindingSite(codes.RETINA)], measurements=measurements)
+        finding_sites=[hd.sr.FindingSite(codes.RETINA)], measurements=measurements,
+        qualitative_evaluations=evaluations)

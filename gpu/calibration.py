@@ -107,6 +107,18 @@ def review_tiles(probability: np.ndarray, uncertainty: np.ndarray, fitted: Calib
     return sorted(tiles, key=lambda tile: -tile["error_probability"])
 
 
+def expected_detection_errors(probability: np.ndarray, fitted: Calibration) -> dict:
+    """The calibrated number of false detections and of missed cones (those that left a
+    candidate), and their sum as a percentage of the detections: a run-level uncertainty
+    that needs no ground truth. It counts only the misses it can see, so it is a floor."""
+    _, peak = candidates(probability)
+    confidence = fitted.confidence(peak)
+    detected = peak > PEAK_THRESHOLD
+    false, missed = float((1 - confidence[detected]).sum()), float(confidence[~detected].sum())
+    return {"expected_false": round(false, 1), "expected_missed": round(missed, 1),
+            "percent": round(100 * (false + missed) / max(int(detected.sum()), 1), 2)}
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
     """15-bin, equal-width, L1 expected calibration error (torchmetrics)."""
     import torch

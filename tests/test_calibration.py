@@ -9,10 +9,11 @@ import pytest
 
 from appliance.evaluation import CALIBRATION_SEEDS, HELD_OUT_SEEDS, TRAIN_SEEDS, fit_calibration
 from appliance.models import load_network, model_card, model_record
+from appliance.pipeline import needs_review
 from gpu import calibration, cone_model
 from gpu.calibration import Calibration
 from gpu.predictor import TorchPredictor
-from gpu.scoring import REVIEW_THRESHOLD, score_calibration
+from gpu.scoring import REVIEW_THRESHOLD, score_calibration, score_cone_map
 from gpu.training import family_b_spec, make_sample, phantom_spec
 
 # Neither training, calibration nor the card's held-out seeds.
@@ -121,3 +122,23 @@ def test_the_review_queue_holds_the_tiles_with_errors(bundled, unseen_maps):
     # wrong, and it ranks tiles with errors above those without.
     assert error[flagged].mean() >= REVIEW_THRESHOLD
     assert calibration.auroc(score, error) >= 0.7
+
+
+def test_needs_review_is_raised_where_the_model_expects_errors():
+    assert not needs_review({"expected_false": 2.0, "expected_missed": 1.0, "percent": 1.5})["flag"]
+    raised = needs_review({"expected_false": 9.0, "expected_missed": 30.0, "percent": 12.4})
+    assert raised["flag"] and "12.4 %" in raised["reasons"][0]
+
+
+def test_needs_review_tells_the_models_good_volumes_from_its_poor_ones(bundled, unseen_maps):
+    # Family A volumes the model handles (F1 ≥ 0.98) pass; family B volumes where it misses
+    # many cones are flagged. The check needs no ground truth; the truth only judges it.
+    record, _ = bundled
+    fitted = Calibration.from_card(model_card(record))
+    for probability, sample in unseen_maps:
+        flag = needs_review(calibration.expected_detection_errors(probability, fitted))["flag"]
+        f1 = score_cone_map(probability, sample)["f1"]
+        if f1 < 0.9:
+            assert flag, (sample.spec, f1)
+        if f1 > 0.97:
+            assert not flag, (sample.spec, f1)

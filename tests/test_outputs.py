@@ -79,6 +79,14 @@ def test_the_cone_seg_and_the_report_read_back(run_outputs):
     assert field["Outer segment length"] == pytest.approx(
         result["layers"]["outer_segment_length_um"])
     assert len(groups) == 1 + len(result["cone_regions"])
+    # The appliance's own check rides with the field: a qualitative evaluation and its number.
+    review = result["needs_review"]
+    assert field["Expected wrong or missed cone detections"] == pytest.approx(
+        review["expected_detection_error"]["percent"])
+    evaluations = {e.name.meaning: e.value.meaning
+                   for e in groups[0].get_qualitative_evaluations()}
+    assert evaluations == {"Needs review by a person": "Yes" if review["flag"] else "No"}
+    assert not groups[1].get_qualitative_evaluations()
 
 
 def test_outputs_carry_provenance_and_the_same_uids_when_written_again(run_outputs):

@@ -173,7 +173,8 @@ def run_summary(run: dict) -> dict:
                                           "started_at", "finished_at", "reason", "superseded_by",
                                           "stage", "stage_started_at")
             } | {"stage_seconds": result.get("stage_seconds", {}),
-                 "cone_density_per_mm2": (result.get("cones") or {}).get("cone_density_per_mm2")}
+                 "cone_density_per_mm2": (result.get("cones") or {}).get("cone_density_per_mm2"),
+                 "needs_review": (result.get("needs_review") or {}).get("reasons")}
 
 
 # -- outbox and audit --------------------------------------------------------------------------

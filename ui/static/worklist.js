@@ -10,7 +10,15 @@ async function refreshRuns(table) {
     row.className = "state-" + run.state.toLowerCase();
     row.querySelector(".state").textContent = run.state + (run.superseded_by ? " (superseded)" : "")
       + (run.state === "RUNNING" && run.stage ? ` · ${run.stage.replaceAll("_", " ")} for ${Math.max(0, Date.now() / 1000 - run.stage_started_at).toFixed(0)} s` : "");
-    row.querySelector(".reason").textContent = run.reason || "";
+    const reason = row.querySelector(".reason");
+    if (run.reason || !run.needs_review || !run.needs_review.length) {
+      reason.textContent = run.reason || "";
+    } else {
+      const badge = document.createElement("span");
+      badge.className = "needs-review";
+      badge.textContent = "needs review: " + run.needs_review.join("; ");
+      reason.replaceChildren(badge);
+    }
     if (run.finished_at && run.started_at) {
       row.querySelector(".took").textContent = (run.finished_at - run.started_at).toFixed(1) + " s";
     }
