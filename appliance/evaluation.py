@@ -143,14 +143,26 @@ def evaluate(record: ModelRecord, seeds: list[int], families=FAMILIES
     return evaluate_networks(networks, Calibration.from_card(model_card(record)), seeds, families)
 
 
-def _samples(families, seeds, log: Callable[[str], None]) -> list:
-    samples = []
+def _draws(families, seeds):
+    """(family, seed, spec, sample) for each phantom; ``sample`` is the reason instead (a
+    string) where preprocessing refused the phantom."""
     for family in families:
         for seed in seeds:
+            spec = SPEC_OF_FAMILY[family](seed)
             try:
-                samples.append(make_sample(SPEC_OF_FAMILY[family](seed)))
+                sample = make_sample(spec)
             except NoPhotoreceptorLayer as error:
-                log(f"family {family} seed {seed} left out: {error}")
+                sample = str(error)
+            yield family, seed, spec, sample
+
+
+def _samples(families, seeds, log: Callable[[str], None]) -> list:
+    samples = []
+    for family, seed, _, sample in _draws(families, seeds):
+        if isinstance(sample, str):
+            log(f"family {family} seed {seed} left out: {sample}")
+        else:
+            samples.append(sample)
     return samples
 
 
@@ -165,43 +177,26 @@ def fit_calibration(cone_network, samples) -> Calibration:
     return calibration.fit(np.concatenate(peak), np.concatenate(is_cone))
 
 
-def score(networks: dict, samples, fitted: Calibration | None = None) -> list[dict]:
-    """One row per phantom: cones, calibration, layer labels, and the preprocessing, against
-    the truth. The calibration's pooling items ride along under "_items"."""
-    cones = TorchPredictor(networks["cones"], cone_model.IO)
-    layers = TorchPredictor(networks["layers"], layer_model.IO)
-    fitted = fitted or Calibration()
-    rows = []
-    for sample in samples:  # one at a time: a sample holds a good part of a volume
-        probability = cones.predict(sample.image)
-        calibrated, items = score_calibration(probability, sample, fitted)
-        rows.append({**score_cone_map(probability, sample), **calibrated,
-                     **score_layers(layers, [sample])[0], **sample.preprocessing_errors,
-                     "_items": items})
-    return rows
-
-
 def evaluate_networks(networks: dict, fitted: Calibration, seeds, families
                       ) -> tuple[list[dict], dict]:
-    """Rows per phantom (a refused phantom is a row with ``refused``: a failed condition,
-    reported, never dropped) and the calibration pooled per family."""
-    rows = []
-    for family in families:
-        for seed in seeds:
-            spec = SPEC_OF_FAMILY[family](seed)
-            try:
-                sample = make_sample(spec)
-            except NoPhotoreceptorLayer as error:
-                rows.append({"family": family, "seed": seed,
-                             "eccentricity_deg": spec.eccentricity_deg, "refused": str(error)})
-                continue
-            rows += score(networks, [sample], fitted)
-    pooled = {family: pooled_calibration([r["_items"] for r in rows
-                                          if r["family"] == family and "_items" in r])
-              for family in families}
-    for row in rows:
-        row.pop("_items", None)
-    return rows, pooled
+    """One row per phantom: cones, calibration, layer labels, and the preprocessing, against
+    the truth (a refused phantom is a row with ``refused``: a failed condition, reported,
+    never dropped); and the calibration pooled per family."""
+    cones = TorchPredictor(networks["cones"], cone_model.IO)
+    layers = TorchPredictor(networks["layers"], layer_model.IO)
+    rows, items = [], {family: [] for family in families}
+    # One phantom at a time: a sample holds a good part of a volume.
+    for family, seed, spec, sample in _draws(families, seeds):
+        if isinstance(sample, str):
+            rows.append({"family": family, "seed": seed,
+                         "eccentricity_deg": spec.eccentricity_deg, "refused": sample})
+            continue
+        probability = cones.predict(sample.image)
+        calibrated, items_of_sample = score_calibration(probability, sample, fitted)
+        items[family].append(items_of_sample)
+        rows.append({**score_cone_map(probability, sample), **calibrated,
+                     **score_layers(layers, [sample])[0], **sample.preprocessing_errors})
+    return rows, {family: pooled_calibration(items[family]) for family in families}
 
 
 def summarise(rows: list[dict]) -> dict:

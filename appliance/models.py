@@ -43,8 +43,10 @@ def model_record(directory: str = "") -> ModelRecord:
                        weights_sha256=sha256_of(path / WEIGHTS)[0])
 
 
+@functools.cache
 def model_card(record: ModelRecord) -> dict:
-    """The model card: what the model is, how it was trained, measured and calibrated."""
+    """The model card: what the model is, how it was trained, measured and calibrated (read
+    once per model: every run needs its calibration). Do not change the dict."""
     return json.loads((record.directory / CARD).read_text())
 
 
@@ -81,4 +83,5 @@ def write_model(directory: Path, networks: dict, card: dict) -> ModelRecord:
     card = {**card, "weights_sha256": sha256_of(directory / WEIGHTS)[0]}
     (directory / CARD).write_text(json.dumps(card, indent=1) + "\n")
     model_record.cache_clear()
+    model_card.cache_clear()
     return model_record(str(directory))

@@ -33,7 +33,7 @@ from appliance.qc import snapshot_png
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
 from gpu import cone_model, layer_model
-from gpu.calibration import Calibration, expected_detection_errors, review_tiles
+from gpu.calibration import TILE_PX, Calibration, assess, expected_detection_errors, review_tiles
 from gpu.cone_model import centroids
 from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
@@ -43,7 +43,6 @@ from gpu.xp import array_module
 
 log = logging.getLogger(__name__)
 
-TILE_PX = 32               # en-face tiles ranked by error probability for the review queue
 REGION_GRID = (2, 2)       # columns x rows of regional cone and layer measurements
 EXPECTED_ERROR_TOLERANCE_PERCENT = 5.0   # see needs_review
 # Below this the motion and layer estimates have too little to work with.
@@ -122,9 +121,8 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     on_stage("measurements_and_artifacts")
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
     field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
-    fitted = Calibration.from_card(model_card(model))
-    tiles = review_tiles(probability, uncertainty, fitted, TILE_PX)
-    expected_errors = expected_detection_errors(probability, fitted)
+    found = assess(probability, Calibration.from_card(model_card(model)))
+    tiles = review_tiles(found, uncertainty, TILE_PX)
     thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
     cones = mosaic_metrics(cones_um, field_um)
     cone_regions = regional_metrics(cones_um, field_um, REGION_GRID)
@@ -144,7 +142,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
                          "tiles": tiles},
         "band_contrast": round(prepared.band_contrast, 3),
-        "needs_review": needs_review(expected_errors),
+        "needs_review": needs_review(expected_detection_errors(found)),
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),

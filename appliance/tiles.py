@@ -24,9 +24,10 @@ from appliance.case_images import run_arrays
 from appliance.exceptions import NotFound
 from appliance.runs import SUCCEEDED
 from appliance.storage import ObjectStore
+from gpu.calibration import REVIEW_THRESHOLD
 from gpu.cone_model import cone_target
 
-DEFAULT_UNCERTAINTY_THRESHOLD = 0.3
+DEFAULT_UNCERTAINTY_THRESHOLD = REVIEW_THRESHOLD
 RANK = "COALESCE(t.error_probability, t.mean_uncertainty)"
 DEFAULT_QUEUE_LIMIT = 50
 MAX_QUEUE_LIMIT = 500

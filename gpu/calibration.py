@@ -28,6 +28,8 @@ import numpy as np
 from gpu.cone_model import PEAK_THRESHOLD, peaks
 
 CANDIDATE_FLOOR = 0.05
+TILE_PX = 32              # the review queue's en-face tiles
+REVIEW_THRESHOLD = 0.3    # the queue's default: tiles likelier than this to hold an error
 ECE_BINS = 15
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -52,9 +54,28 @@ class Calibration:
         return cls(**fitted["map"]) if fitted else cls()
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The probability map's candidates: (row, column) centres, peak probability, and the
+    calibrated probability that each is a cone."""
+    centres: np.ndarray
+    peak: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def detected(self) -> np.ndarray:
+        return self.peak > PEAK_THRESHOLD
+
+
 def candidates(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every local maximum above CANDIDATE_FLOOR: (row, column) centres and peak probability."""
     return peaks(probability, CANDIDATE_FLOOR)
+
+
+def assess(probability: np.ndarray, fitted: Calibration) -> Candidates:
+    """The candidates of a probability map, with their calibrated confidence."""
+    centres, peak = candidates(probability)
+    return Candidates(centres, peak, fitted.confidence(peak))
 
 
 def fit(peak_probability: np.ndarray, is_cone: np.ndarray) -> Calibration:
@@ -74,31 +95,26 @@ def fit(peak_probability: np.ndarray, is_cone: np.ndarray) -> Calibration:
     return Calibration(temperature=float(np.exp(best.x[0])), bias=float(best.x[1]))
 
 
-def tile_error_probability(centres: np.ndarray, confidence: np.ndarray,
-                           peak_probability: np.ndarray, shape: tuple[int, int],
+def tile_error_probability(found: Candidates, shape: tuple[int, int],
                            tile_px: int) -> np.ndarray:
     """(tile rows, tile columns): the chance each tile holds a false or a missed cone."""
     tiles = (-(-shape[0] // tile_px), -(-shape[1] // tile_px))
     log_no_error = np.zeros(tiles)
-    if len(centres):
-        row = np.clip(centres[:, 0] // tile_px, 0, tiles[0] - 1).astype(int)
-        column = np.clip(centres[:, 1] // tile_px, 0, tiles[1] - 1).astype(int)
-        detected = peak_probability > PEAK_THRESHOLD
-        right = np.where(detected, confidence, 1 - confidence)
+    if len(found.centres):
+        row = np.clip(found.centres[:, 0] // tile_px, 0, tiles[0] - 1).astype(int)
+        column = np.clip(found.centres[:, 1] // tile_px, 0, tiles[1] - 1).astype(int)
+        right = np.where(found.detected, found.confidence, 1 - found.confidence)
         np.add.at(log_no_error, (row, column), np.log(np.clip(right, 1e-9, 1)))
     return 1 - np.exp(log_no_error)
 
 
-def review_tiles(probability: np.ndarray, uncertainty: np.ndarray, fitted: Calibration,
-                 tile_px: int) -> list[dict]:
+def review_tiles(found: Candidates, uncertainty: np.ndarray, tile_px: int) -> list[dict]:
     """Every tile of the en-face image with its calibrated error probability and its mean
     Monte Carlo dropout uncertainty, the likeliest to hold an error first."""
-    centres, peak = candidates(probability)
-    error = tile_error_probability(centres, fitted.confidence(peak), peak, probability.shape,
-                                   tile_px)
+    error = tile_error_probability(found, uncertainty.shape, tile_px)
     tiles = []
-    for row in range(0, probability.shape[0], tile_px):
-        for column in range(0, probability.shape[1], tile_px):
+    for row in range(0, uncertainty.shape[0], tile_px):
+        for column in range(0, uncertainty.shape[1], tile_px):
             block = uncertainty[row:row + tile_px, column:column + tile_px]
             tiles.append({"row_px": row, "column_px": column,
                           "error_probability": round(float(error[row // tile_px,
@@ -107,14 +123,13 @@ def review_tiles(probability: np.ndarray, uncertainty: np.ndarray, fitted: Calib
     return sorted(tiles, key=lambda tile: -tile["error_probability"])
 
 
-def expected_detection_errors(probability: np.ndarray, fitted: Calibration) -> dict:
+def expected_detection_errors(found: Candidates) -> dict:
     """The calibrated number of false detections and of missed cones (those that left a
     candidate), and their sum as a percentage of the detections: a run-level uncertainty
     that needs no ground truth. It counts only the misses it can see, so it is a floor."""
-    _, peak = candidates(probability)
-    confidence = fitted.confidence(peak)
-    detected = peak > PEAK_THRESHOLD
-    false, missed = float((1 - confidence[detected]).sum()), float(confidence[~detected].sum())
+    detected = found.detected
+    false = float((1 - found.confidence[detected]).sum())
+    missed = float(found.confidence[~detected].sum())
     return {"expected_false": round(false, 1), "expected_missed": round(missed, 1),
             "percent": round(100 * (false + missed) / max(int(detected.sum()), 1), 2)}
 

@@ -233,19 +233,11 @@ def _refined(values, index, xp: ModuleType):
 def _slab_response(smooth, half: int, xp: ModuleType, ndimage: ModuleType):
     """How well each depth opens a thick bright slab: the dimmest of the ``half`` samples
     below it minus the mean of the ``half`` above it (reversed in depth: how well it closes
-    one). A thin band, however bright (COST
-    outshines the RPE where cones are dense), has a dim sample within ``half`` of its top;
-    the RPE slab (10 µm and more) has none."""
-    depth = smooth.shape[1]
-    # minimum_filter1d centres its window; shift so depth z sees samples z .. z + half - 1.
-    dimmest = ndimage.minimum_filter1d(smooth, half, axis=1, mode="nearest")
-    below = xp.empty_like(smooth)
-    shift = half // 2
-    below[:, :depth - shift] = dimmest[:, shift:]
-    below[:, depth - shift:] = dimmest[:, -1:]
-    del dimmest
-    above = _mean_above(smooth, half, xp)
-    below -= above
+    one). A thin band, however bright (COST outshines the RPE where cones are dense), has a
+    dim sample within ``half`` of its top; the RPE slab (10 µm and more) has none."""
+    # The origin moves minimum_filter1d's centred window so depth z sees z .. z + half - 1.
+    below = ndimage.minimum_filter1d(smooth, half, axis=1, mode="nearest", origin=-(half // 2))
+    below -= _mean_above(smooth, half, xp)
     return below
 
 

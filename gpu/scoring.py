@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gpu import calibration, layer_model
-from gpu.calibration import Calibration
+from gpu.calibration import REVIEW_THRESHOLD, TILE_PX, Calibration, Candidates
 from gpu.cone_model import PEAK_THRESHOLD, centroids
 from gpu.predictor import Predictor
 from gpu.quantify import match_detections, matched, mosaic_metrics
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 BORDER_PX = 4            # cones this close to the edge are not scored (half-imaged)
 MATCH_RADIUS_NND = 0.75  # matching radius as a fraction of the true mean NND
 SURFACE_BORDER_PX = 8    # A-lines at the edge, where correction shifted in no data
-TILE_PX = 32             # as the pipeline's review tiles
-REVIEW_THRESHOLD = 0.3   # the review queue's default (review.uncertainty_threshold)
 
 
 def preprocessing_errors(phantom: Phantom, prepared: Preprocessed,
@@ -160,15 +158,13 @@ def score_calibration(probability: np.ndarray, sample: PhantomSample,
     """Calibration and review-tile figures of one sample: a row of metrics, and the items
     (detection confidences, pixels, tiles) for pooling across samples."""
     labels = candidate_labels(probability, sample)
-    confidence = fitted.confidence(labels["peak"])
-    detected = labels["detected"]
-    tile_error_probability = calibration.tile_error_probability(
-        labels["centres"], confidence, labels["peak"], probability.shape, TILE_PX)
+    found = Candidates(labels["centres"], labels["peak"], fitted.confidence(labels["peak"]))
+    confidence, detected = found.confidence, found.detected
     # Scored tiles: whole ones (the pipeline's last row and column of tiles may be partial).
-    rows, columns = np.mgrid[0:tile_error_probability.shape[0], 0:tile_error_probability.shape[1]]
-    whole = (((rows + 1) * TILE_PX <= probability.shape[0])
-             & ((columns + 1) * TILE_PX <= probability.shape[1]))
-    tile_score, tile_label = tile_error_probability[whole], labels["tile_error"][whole]
+    whole = (slice(probability.shape[0] // TILE_PX), slice(probability.shape[1] // TILE_PX))
+    tile_score = calibration.tile_error_probability(found, probability.shape, TILE_PX)[whole]
+    tile_label = labels["tile_error"][whole].ravel()
+    tile_score = tile_score.ravel()
     flagged = tile_score >= REVIEW_THRESHOLD
     pixels = probability[BORDER_PX:-BORDER_PX, BORDER_PX:-BORDER_PX].ravel()
     pixel_truth = sample.target[BORDER_PX:-BORDER_PX, BORDER_PX:-BORDER_PX].ravel() > 0.5

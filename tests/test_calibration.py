@@ -51,7 +51,8 @@ def test_tile_error_probability_combines_false_and_missed_cones():
     centres = np.array([[5.0, 5.0], [5.0, 40.0], [40.0, 5.0]])
     peak = np.array([0.9, 0.9, 0.2])          # two detections, one candidate below threshold
     confidence = np.array([0.99, 0.6, 0.5])   # P(each candidate is a cone)
-    error = calibration.tile_error_probability(centres, confidence, peak, (64, 64), 32)
+    error = calibration.tile_error_probability(
+        calibration.Candidates(centres, peak, confidence), (64, 64), 32)
     assert error[0, 0] == pytest.approx(0.01)  # a likely-true detection
     assert error[0, 1] == pytest.approx(0.4)   # a doubtful detection
     assert error[1, 0] == pytest.approx(0.5)   # a candidate that may be a missed cone
@@ -136,7 +137,8 @@ def test_needs_review_tells_the_models_good_volumes_from_its_poor_ones(bundled, 
     record, _ = bundled
     fitted = Calibration.from_card(model_card(record))
     for probability, sample in unseen_maps:
-        flag = needs_review(calibration.expected_detection_errors(probability, fitted))["flag"]
+        flag = needs_review(calibration.expected_detection_errors(
+            calibration.assess(probability, fitted)))["flag"]
         f1 = score_cone_map(probability, sample)["f1"]
         if f1 < 0.9:
             assert flag, (sample.spec, f1)

@@ -13,7 +13,7 @@ from appliance.evaluation import TRAIN_SEEDS
 from appliance.models import BOOTSTRAP_DIR, load_network, model_record
 from appliance.storage import sha256_of
 from gpu import cone_model, layer_model
-from gpu.calibration import Calibration, review_tiles
+from gpu.calibration import Calibration, assess, review_tiles
 from gpu.predictor import TorchPredictor
 from gpu.scoring import score_cones, score_layers
 from gpu.training import make_sample, phantom_spec, train
@@ -101,7 +101,7 @@ def test_monte_carlo_dropout_gives_uncertainty_and_ranked_tiles(samples):
     mean, spread = predictor.predict_with_uncertainty(samples[0].image, samples=4)
     assert mean.shape == spread.shape == samples[0].target.shape
     assert spread.max() > 0 and np.all(spread >= 0)
-    tiles = review_tiles(mean, spread, Calibration(), 32)
+    tiles = review_tiles(assess(mean, Calibration()), spread, 32)
     assert len(tiles) == 4 * 4 or len(tiles) == int(np.ceil(mean.shape[0] / 32)) * int(
         np.ceil(mean.shape[1] / 32))
     values = [t["error_probability"] for t in tiles]
