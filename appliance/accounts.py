@@ -1,10 +1,12 @@
 """Local accounts with roles. Passwords are stored as scrypt hashes, never in clear.
 
-Logins are rate-limited from the ``login_attempts`` table, so the limit holds across web
-workers and restarts: after ``MAX_FAILURES`` failed attempts for one account from one address,
-or ``MAX_FAILURES_PER_ADDRESS`` from one address for any accounts, within
-``LOCKOUT_SECONDS``, that address is refused until the window has passed (a correct password
-included). Another address can still log in: an attacker cannot lock a labeler out.
+Every check of a password (a login, and the current password of a password change) is
+rate-limited from the ``login_attempts`` table, so the limit holds across web workers and
+restarts: after ``MAX_FAILURES`` failed attempts for one account from one address, or
+``MAX_FAILURES_PER_ADDRESS`` from one address for any accounts, within ``LOCKOUT_SECONDS``,
+that address is refused until the window has passed (a correct password included). Another
+address can still log in: an attacker cannot lock a labeler out. Without the password change
+in the count, a stolen session would be an unthrottled oracle for the account's password.
 """
 
 from __future__ import annotations
@@ -69,10 +71,8 @@ def _check_strength(password: str) -> None:
         raise AomasError(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
 
 
-def authenticate(db: sqlite_utils.Database, username: str, password: str, *,
-                 remote_addr: str, now: float | None = None) -> dict:
-    """The account (username, role) if the password is right; else LoginRefused."""
-    now = time.time() if now is None else now
+def _locked_out(db: sqlite_utils.Database, username: str, remote_addr: str,
+                now: float) -> bool:
     since = now - LOCKOUT_SECONDS
     failures = db.execute(
         "SELECT count(*) FROM login_attempts WHERE username = ? AND remote_addr = ? "
@@ -80,9 +80,21 @@ def authenticate(db: sqlite_utils.Database, username: str, password: str, *,
     from_address = db.execute(
         "SELECT count(*) FROM login_attempts WHERE remote_addr = ? AND at > ? "
         "AND succeeded = 0", [remote_addr, since]).fetchone()[0]
+    return failures >= MAX_FAILURES or from_address >= MAX_FAILURES_PER_ADDRESS
+
+
+def _locked_message() -> str:
+    return (f"too many failed logins from this address; try again in "
+            f"{LOCKOUT_SECONDS / 60:.0f} minutes")
+
+
+def authenticate(db: sqlite_utils.Database, username: str, password: str, *,
+                 remote_addr: str, now: float | None = None) -> dict:
+    """The account (username, role) if the password is right; else LoginRefused."""
+    now = time.time() if now is None else now
+    locked = _locked_out(db, username, remote_addr, now)
     row = db.execute("SELECT username, role, password_hash, disabled FROM users "
                      "WHERE username = ?", [username]).fetchone()
-    locked = failures >= MAX_FAILURES or from_address >= MAX_FAILURES_PER_ADDRESS
     matches = verify_password(password, row[2] if row else _UNKNOWN_ACCOUNT_HASH)
     succeeded = bool(row) and matches and not row[3] and not locked
     with write_transaction(db):
@@ -93,8 +105,7 @@ def authenticate(db: sqlite_utils.Database, username: str, password: str, *,
                      object_kind="user", object_id=username if row else "",
                      detail={"remote_addr": remote_addr, "locked": locked})
     if locked:
-        raise LoginRefused(f"too many failed logins from this address; try again in "
-                           f"{LOCKOUT_SECONDS / 60:.0f} minutes")
+        raise LoginRefused(_locked_message())
     if not succeeded:
         # One message for every cause: a guesser learns nothing about the account.
         raise LoginRefused("wrong user name or password, or the account is disabled")
@@ -102,19 +113,28 @@ def authenticate(db: sqlite_utils.Database, username: str, password: str, *,
 
 
 def change_password(db: sqlite_utils.Database, username: str, current: str, new: str, *,
-                    now: float | None = None) -> None:
-    """The user's own change: the current password is checked again."""
+                    remote_addr: str, now: float | None = None) -> None:
+    """The user's own change: the current password is checked again, under the same rate
+    limit as logins (a wrong one counts as a failed login from ``remote_addr``)."""
+    now = time.time() if now is None else now
+    locked = _locked_out(db, username, remote_addr, now)
     row = db.execute("SELECT password_hash FROM users WHERE username = ? AND disabled = 0",
                      [username]).fetchone()
-    if row is None or not verify_password(current, row[0]):
-        raise LoginRefused("the current password is wrong")
+    right = row is not None and verify_password(current, row[0])
+    if locked or not right:
+        with write_transaction(db):
+            db["login_attempts"].insert({"username": username, "remote_addr": remote_addr,
+                                         "at": now, "succeeded": 0})
+            audit.record(db, actor=username, action="user.password_change_refused",
+                         object_kind="user", object_id=username,
+                         detail={"remote_addr": remote_addr, "locked": locked})
+        raise LoginRefused(_locked_message() if locked else "the current password is wrong")
     _check_strength(new)
     if new == current:
         raise AomasError("the new password must differ from the current one")
     with write_transaction(db):
         db["users"].update(username, {"password_hash": hash_password(new),
-                                      "password_changed_at": time.time() if now is None
-                                      else now})
+                                      "password_changed_at": now})
         audit.record(db, actor=username, action="user.password_change", object_kind="user",
                      object_id=username)
 

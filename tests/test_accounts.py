@@ -74,15 +74,45 @@ def test_a_disabled_account_cannot_log_in_until_enabled(db):
 
 def test_changing_the_password_needs_the_current_one_and_a_strong_new_one(db):
     with pytest.raises(LoginRefused):
-        accounts.change_password(db, "lena", "wrong current", "a much longer passphrase")
+        accounts.change_password(db, "lena", "wrong current", "a much longer passphrase",
+                                 remote_addr="10.0.0.5", now=NOW)
     with pytest.raises(AomasError, match="at least"):
-        accounts.change_password(db, "lena", PASSWORD, "short")
-    accounts.change_password(db, "lena", PASSWORD, "a much longer passphrase", now=NOW)
+        accounts.change_password(db, "lena", PASSWORD, "short", remote_addr="10.0.0.5", now=NOW)
+    accounts.change_password(db, "lena", PASSWORD, "a much longer passphrase",
+                             remote_addr="10.0.0.5", now=NOW)
     with pytest.raises(LoginRefused):
         accounts.authenticate(db, "lena", PASSWORD, remote_addr="10.0.0.5", now=NOW)
     assert accounts.authenticate(db, "lena", "a much longer passphrase",
                                  remote_addr="10.0.0.5", now=NOW + 1)
     assert "user.password_change" in {e["action"] for e in audit.events(db)}
+
+
+def test_wrong_current_passwords_count_as_failed_logins(db):
+    # A stolen session must not be an unthrottled oracle for the account's password.
+    refused = []
+    for attempt in range(25):
+        try:
+            accounts.change_password(db, "lena", f"guess {attempt:02d} of many",
+                                     "a much longer passphrase", remote_addr="10.0.0.9",
+                                     now=NOW + attempt)
+        except LoginRefused as error:
+            refused.append(str(error))
+    assert len(refused) == 25
+    assert refused[:accounts.MAX_FAILURES] == ["the current password is wrong"] * \
+        accounts.MAX_FAILURES
+    assert all("too many failed" in message for message in refused[accounts.MAX_FAILURES:])
+    # Locked means locked: the right current password, and a login, are refused too ...
+    with pytest.raises(LoginRefused, match="too many failed logins"):
+        accounts.change_password(db, "lena", PASSWORD, "a much longer passphrase",
+                                 remote_addr="10.0.0.9", now=NOW + 30)
+    with pytest.raises(LoginRefused, match="too many failed logins"):
+        accounts.authenticate(db, "lena", PASSWORD, remote_addr="10.0.0.9", now=NOW + 31)
+    # ... from that address only, and every refusal is in the audit log.
+    assert accounts.authenticate(db, "lena", PASSWORD, remote_addr="10.0.0.5", now=NOW + 32)
+    actions = [e["action"] for e in audit.events(db)]
+    assert actions.count("user.password_change_refused") == 26
+    assert accounts.authenticate(db, "lena", PASSWORD, remote_addr="10.0.0.9",
+                                 now=NOW + 31 + accounts.LOCKOUT_SECONDS)
 
 
 def test_old_role_names_are_renamed_by_the_migration(tmp_path):

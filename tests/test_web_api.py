@@ -304,3 +304,24 @@ def test_password_change_on_the_page_ends_the_old_sessions(review_box):
     assert review_box.login("pat", new_password).get(f"{url}/api/v1/me").status_code == 200
     assert box.query("SELECT count(*) FROM audit_events WHERE actor = 'pat' AND "
                      "action = 'user.password_change'")[0][0] == 1
+
+
+OFF_SITE_NEXT = ["/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "//evil.example",
+                 "/\\evil.example", "https://evil.example/", " /\t/evil.example",
+                 "/ok\r\nSet-Cookie: x=1", "javascript:alert(1)", "\x7f/evil"]
+
+
+def test_login_goes_only_to_a_path_on_this_site(review_box):
+    # Browsers drop tabs and line breaks and read "\" as "/": each of these would leave the site
+    # (or, with a line break in Location, fail) if taken as it came.
+    for target in [*OFF_SITE_NEXT, "/runs/1?tab=cones"]:
+        client = requests.Session()
+        form = client.get(review_box.url + "/login", params={"next": target}, timeout=30)
+        assert form.status_code == 200, (target, form.status_code)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        answer = client.post(review_box.url + "/login", allow_redirects=False, timeout=30,
+                             data={"username": "lena", "password": PASSWORD, "next": target,
+                                   "csrf_token": token})
+        assert answer.status_code == 302, (target, answer.status_code)
+        expected = target if target == "/runs/1?tab=cones" else "/"
+        assert answer.headers["Location"] == expected, (target, answer.headers["Location"])

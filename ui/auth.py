@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
 from appliance import accounts, sessions
@@ -58,7 +60,7 @@ def password():
         return render_template("password.html", error="the two new passwords differ"), 400
     try:
         accounts.change_password(g.db, g.user["username"], request.form.get("password", ""),
-                                 new)
+                                 new, remote_addr=request.remote_addr or "")
     except AomasError as error:
         return render_template("password.html", error=str(error)), 400
     # The change ended every session of the account, this one too: log in with the new one.
@@ -68,7 +70,16 @@ def password():
 
 
 def _safe_next(target: str) -> str:
-    # Only a path on this site: never an open redirect to somewhere else.
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return ""
+    """``target`` if it is a path on this site, else "" (the worklist): never an open redirect.
+
+    Browsers drop tabs and line breaks from a URL and read a backslash as a slash, so
+    "/\t/evil.example" would go to //evil.example; a line break in a Location header is an
+    error too. Such a target is refused outright rather than cleaned.
+    """
+    if any(ord(character) < 0x21 or ord(character) == 0x7F or character == "\\"
+           for character in target):
+        return ""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return ""
+    return target
