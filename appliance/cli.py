@@ -22,6 +22,7 @@ from appliance.exceptions import AomasError
 from appliance.models import BOOTSTRAP_DIR, model_record
 from appliance.phantom_study import write_phantom_study
 from appliance.services import open_data_dir, start_scp, start_worker
+from dicom import redaction
 from dicom.send import dicom_files, send_files
 from gpu.phantom import PhantomSpec
 from gpu.phantom_b import INTENSITY_MAPPINGS, FamilyBSpec
@@ -48,6 +49,7 @@ def with_config(command):
 def setup_logging(config: Config) -> None:
     logging.basicConfig(level=config.appliance.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redaction.install()   # no patient data in any line, a library's included
     # pynetdicom logs every PDU at INFO; our own lines say what matters.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("huey").setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ from appliance.models import model_record
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
 from appliance.worker import Worker
+from dicom.guard import PeerLimits
 from dicom.scp import StorageSCP
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore
     scp = StorageSCP(
         ae_title=config.dicom.ae_title, bind=config.dicom.bind, port=config.dicom.port,
         allowed_calling_aes=config.dicom.allowed_calling_aes,
-        max_associations=config.dicom.max_associations,
-        max_pdu_bytes=config.dicom.max_pdu_bytes, spool_dir=store.spool,
+        limits=PeerLimits(max_associations=config.dicom.max_associations,
+                          max_connections_per_peer=config.dicom.max_associations_per_peer,
+                          association_request_seconds=config.dicom.association_request_seconds,
+                          pdu_seconds=config.dicom.pdu_seconds,
+                          max_pdu_bytes=config.dicom.max_pdu_bytes),
+        idle_seconds=config.dicom.idle_seconds, spool_dir=store.spool,
         on_instance=ingest.store_instance)
     scp.start()
     threading.Thread(target=_sweep_stale_spool, args=(store, config.dicom.spool_stale_seconds),

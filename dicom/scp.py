@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, _config, evt
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom import status
+from dicom.guard import GuardedAssociationServer, PeerLimits
+from dicom.redaction import withhold_values
 from dicom.sop_classes import (
     ACCEPTED_SOP_CLASSES,
     ACCEPTED_TRANSFER_SYNTAXES,
@@ -74,7 +76,8 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
         ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
         uids = [ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID]
     except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError, KeyError) as error:
-        raise UnreadableHeader(f"{type(error).__name__}: {error}") from None
+        # pydicom's messages quote what it read, which may run on into the patient's name.
+        raise UnreadableHeader(f"{type(error).__name__}: {withhold_values(str(error))}") from None
     if not all(uids):
         raise UnreadableHeader("SOP Class, SOP Instance, Study or Series UID is empty")
 
@@ -107,14 +110,18 @@ class StorageSCP:
     """A pynetdicom AE that accepts the appliance's storage classes and C-ECHO."""
 
     def __init__(self, *, ae_title: str, bind: str, port: int, allowed_calling_aes: list[str],
-                 max_associations: int, max_pdu_bytes: int, spool_dir: Path,
+                 limits: PeerLimits, idle_seconds: float, spool_dir: Path,
                  on_instance: Callable[[ReceivedInstance], int]):
         self.bind, self.port = bind, port
         self.on_instance = on_instance
         self.spool_dir = spool_dir
+        self.limits = limits
         self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_associations = max_associations
-        self.ae.maximum_pdu_size = max_pdu_bytes
+        self.ae.maximum_associations = limits.max_associations
+        self.ae.maximum_pdu_size = limits.max_pdu_bytes
+        # The ACSE timeout also ends a connection that never completes its association request.
+        self.ae.acse_timeout = limits.association_request_seconds
+        self.ae.network_timeout = idle_seconds
         self.ae.require_called_aet = False
         if allowed_calling_aes:
             self.ae.require_calling_aet = list(allowed_calling_aes)
@@ -123,7 +130,7 @@ class StorageSCP:
         self.ae.add_supported_context(VERIFICATION_SOP_CLASS)
         for sop_class_uid in ACCEPTED_SOP_CLASSES:
             self.ae.add_supported_context(sop_class_uid, ACCEPTED_TRANSFER_SYNTAXES)
-        self.server: ThreadedAssociationServer | None = None
+        self.server: GuardedAssociationServer | None = None
 
     def start(self) -> None:
         """Start listening in background threads; returns at once."""
@@ -137,8 +144,13 @@ class StorageSCP:
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
             (evt.EVT_REJECTED, _log_rejection),
         ]
-        self.server = self.ae.start_server((self.bind, self.port), block=False,
-                                          evt_handlers=handlers)
+        # ae.start_server, with the guarded server class (dicom.guard) in place of its own.
+        self.server = self.ae.make_server((self.bind, self.port), evt_handlers=handlers,
+                                          server_class=GuardedAssociationServer,
+                                          limits=self.limits)
+        self.ae._servers.append(self.server)   # as start_server does: AE.shutdown stops it
+        threading.Thread(target=self.server.serve_forever, name="dicom-scp",
+                         daemon=True).start()
         self.port = self.server.server_address[1]
         log.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.bind, self.port)
 
