@@ -16,12 +16,14 @@ import numpy as np
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
+from appliance.exceptions import InvalidInput
 from appliance.storage import ObjectStore
 from dicom.derived_opt import derived_opt
 from dicom.enface import enface_image
 from dicom.provenance import Provenance
 from dicom.report import RegionMeasurements, measurement_report
 from dicom.segmentation import cone_seg, layer_seg
+from dicom.validity import object_problems
 from dicom.volume import Volume
 from gpu.quantify import grid_cells
 
@@ -89,6 +91,12 @@ def store_outputs(objects: list[tuple[str, Dataset]], store: ObjectStore) -> lis
     for kind, dataset in objects:
         buffer = io.BytesIO()
         dcmwrite(buffer, dataset, enforce_file_format=True)
+        problems = object_problems(buffer.getvalue())
+        if problems:
+            # Never hand a PACS an object it would refuse: the run fails with the reason.
+            raise InvalidInput(f"the {kind} output would not be valid DICOM: "
+                               f"{'; '.join(problems[:3])}; the source series carries values "
+                               "the appliance cannot pass on")
         stored.append({"kind": kind, "sop_class_uid": str(dataset.SOPClassUID),
                        "sop_instance_uid": str(dataset.SOPInstanceUID),
                        "series_instance_uid": str(dataset.SeriesInstanceUID),

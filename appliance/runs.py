@@ -134,7 +134,16 @@ def succeed(db: sqlite_utils.Database, run_id: str, worker: str, result: dict[st
     return cursor.rowcount == 1
 
 
+def readable(reason: str, limit: int = 500) -> str:
+    """``reason`` as one line of printable text: control characters (NUL, escape, line
+    breaks from a damaged value) become "?", and it is cut at ``limit`` characters."""
+    text = "".join(c if c.isprintable() else "?" for c in reason)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def fail(db: sqlite_utils.Database, run_id: str, reason: str) -> bool:
+    # A reason may quote what a broken input held: shown on pages, it must be plain text.
+    reason = readable(reason)
     cursor = db.execute(
         "UPDATE runs SET state = ?, finished_at = ?, reason = ?, lease_expires_at = NULL "
         "WHERE run_id = ? AND state IN (?, ?)", [FAILED, time.time(), reason, run_id, QUEUED,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
 from appliance.exceptions import InvalidInput, TransientError
 from appliance.ingest import Ingest
@@ -48,7 +47,7 @@ def _header(path: Path, uploader: str, peer_address: str, label: str):
     try:
         meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
         transfer_syntax_uid = str(meta.TransferSyntaxUID)
-    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:   # pydicom raises many types for damaged data
         raise InvalidInput(f"{label} is not a DICOM Part 10 file with file meta information "
                            f"({type(error).__name__})") from None
     if transfer_syntax_uid not in ACCEPTED_TRANSFER_SYNTAXES:

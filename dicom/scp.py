@@ -17,18 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, _config, evt
 
 from dicom import status
 from dicom.guard import GuardedAssociationServer, PeerLimits
-from dicom.redaction import withhold_values
+from dicom.redaction import shorten, withhold_values
 from dicom.sop_classes import (
     ACCEPTED_SOP_CLASSES,
     ACCEPTED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
 )
 from dicom.tcp import set_tcp_nodelay
+from dicom.validity import uid_problem
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ _config.STORE_RECV_CHUNKED_DATASET = True
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 
+IDENTIFYING_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 HEADER_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber",
     "NumberOfFrames", "Rows", "Columns", "ImagesInAcquisition",
@@ -74,12 +75,15 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
     """Read the identifying attributes of a spooled dataset, without its pixel data."""
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-        uids = [ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID]
-    except (InvalidDicomError, AttributeError, EOFError, OSError, ValueError, KeyError) as error:
+        uids = {keyword: ds.get(keyword) for keyword in IDENTIFYING_UIDS}
+    except Exception as error:   # pydicom raises many types for damaged data
         # pydicom's messages quote what it read, which may run on into the patient's name.
         raise UnreadableHeader(f"{type(error).__name__}: {withhold_values(str(error))}") from None
-    if not all(uids):
-        raise UnreadableHeader("SOP Class, SOP Instance, Study or Series UID is empty")
+    for keyword, value in uids.items():
+        problem = uid_problem(value)
+        if problem:
+            # Copied into every output (references, study, series): a PACS would refuse them.
+            raise UnreadableHeader(f"{keyword} {problem}")
 
     def optional_int(keyword: str) -> int | None:
         value = ds.get(keyword)
@@ -160,13 +164,23 @@ class StorageSCP:
             self.server = None
 
     def _handle_store(self, event: evt.Event) -> int:
+        try:
+            return self._store(event)
+        except Exception as error:
+            # pynetdicom would answer 0xC211 and log the traceback, values included.
+            log.error("C-STORE failed unexpectedly (%s: %s); answered 0x%04X", type(error).__name__,
+                      shorten(withhold_values(str(error)), 300), status.PROCESSING_FAILURE)
+            return status.PROCESSING_FAILURE
+
+    def _store(self, event: evt.Event) -> int:
         received_at = time.time()
         requestor = event.assoc.requestor
         calling_ae = str(requestor.ae_title).strip()
         peer = f"{requestor.address}:{requestor.port}"
         sop_class_uid = str(event.request.AffectedSOPClassUID)
         if sop_class_uid not in ACCEPTED_SOP_CLASSES:
-            log.warning("refused SOP class %s from %s (%s)", sop_class_uid, calling_ae, peer)
+            log.warning("refused SOP class %s from %s (%s)", shorten(sop_class_uid, 80),
+                        calling_ae, peer)
             return status.SOP_CLASS_NOT_SUPPORTED
         try:
             received = read_header(event.dataset_path, event.context.transfer_syntax,
@@ -177,6 +191,11 @@ class StorageSCP:
         if received.sop_class_uid != sop_class_uid:
             log.warning("dataset SOP class %s differs from the request's %s (from %s)",
                         received.sop_class_uid, sop_class_uid, peer)
+            return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        if received.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
+            # The sender would file our answer under another instance than the one we keep.
+            log.warning("dataset SOP Instance UID %s differs from the request's (from %s)",
+                        received.sop_instance_uid, peer)
             return status.CANNOT_UNDERSTAND
         return self.on_instance(received)
 

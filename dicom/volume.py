@@ -15,6 +15,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom.validity import IMAGE_LATERALITIES
+
 
 class VolumeError(ValueError):
     """The instances do not form one valid volume."""
@@ -87,6 +89,11 @@ def _read_instance(path: Path, index: int) -> dict:
     label = f"#{ds.get('InstanceNumber', index)}"
     if "PixelData" not in ds:
         raise VolumeError(f"instance {label} has no pixel data")
+    laterality = ds.get("ImageLaterality")
+    if laterality not in (None, "", *IMAGE_LATERALITIES):
+        # Copied into every output; which eye it is cannot be guessed.
+        raise VolumeError(f"instance {label} has an Image Laterality that is not R, L, U or B; "
+                          "correct it at the scanner and send the series again")
     if ds.get("SamplesPerPixel", 1) != 1:
         raise VolumeError(f"instance {label} is not grayscale (SamplesPerPixel "
                           f"{ds.SamplesPerPixel}); OCT B-scans are single-channel")

@@ -135,3 +135,70 @@ def test_mixed_frames_of_reference_in_one_series_fail_the_run(box, studies, tmp_
     run = box.wait_for_run(series)
     assert run["state"] == "FAILED"
     assert "different frame of reference" in run["reason"] and "#3" in run["reason"]
+
+
+BROKEN_UIDS = {"../../etc/passwd": "not digits and dots", "1.2.3\x00.4": "not digits and dots",
+               "1." + "2" * 10_007: "10009 characters long", "['1.2', '3.4']": "not digits",
+               "1.02.3": "not digits and dots", "": "is empty"}
+
+
+def broken_inputs(studies, tmp_path) -> dict[str, Path]:
+    """One split-phantom instance per way of being broken that the appliance cannot rely on."""
+    source = sorted(studies["split"]["dir"].iterdir())[0]
+    made = {}
+    for index, (uid, _) in enumerate(BROKEN_UIDS.items()):
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            ds = pydicom.dcmread(source)
+            setattr(ds, keyword, uid)
+            # The request carries the file meta's instance UID: keep it valid so the
+            # dataset's own value is what is judged.
+            ds.file_meta.MediaStorageSOPInstanceUID = NEW_SERIES_ROOT + f"20.{index}"
+            if keyword != "SOPInstanceUID":
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+            made[f"{keyword} {index}"] = tmp_path / f"{keyword}-{index}.dcm"
+            ds.save_as(made[f"{keyword} {index}"])
+    ds = pydicom.dcmread(source)
+    ds.file_meta.MediaStorageSOPInstanceUID = NEW_SERIES_ROOT + "21.1"   # request ≠ dataset
+    made["request UID differs"] = tmp_path / "differs.dcm"
+    ds.save_as(made["request UID differs"])
+    ds = pydicom.dcmread(source)
+    ds.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage          # dataset ≠ request class
+    made["SOP class differs"] = tmp_path / "class.dcm"
+    ds.save_as(made["SOP class differs"])
+    return made
+
+
+def test_uids_and_identities_the_appliance_cannot_rely_on_are_refused_at_receive(
+        box, studies, tmp_path):
+    box.start()
+    inputs = broken_inputs(studies, tmp_path)
+    results = {}
+    for name, path in inputs.items():     # one association each: a refusal ends none
+        [results[name]] = send_files([path], "127.0.0.1", box.dicom_port)
+    for name, result in results.items():
+        expected = 0xA900 if name == "SOP class differs" else 0xC000
+        assert result.status == expected, (name, result)
+    assert box.object_files() == [] and box.query("SELECT * FROM runs") == []
+    log = box.log()
+    assert "Traceback" not in log and "0xC211" not in log
+    assert "SOPInstanceUID is 10009 characters long" in log
+    assert "StudyInstanceUID is not digits and dots" in log
+    assert "differs from the request's" in log
+    assert "\x00" not in log
+    assert echo_ok(box.dicom_port)
+
+
+def test_an_image_laterality_that_is_no_eye_fails_the_run_before_any_output(box, studies,
+                                                                              tmp_path):
+    box.start()
+    series = NEW_SERIES_ROOT + "22"
+    paths = split_series_with_one_changed(studies, tmp_path, series, 1, lambda ds: {})
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ImageLaterality = "X\x1b"
+        ds.save_as(path)
+    assert storescu(box.dicom_port, *paths).returncode == 0
+    run = box.wait_for_run(series)
+    assert run["state"] == "FAILED"
+    assert "Image Laterality that is not R, L, U or B" in run["reason"]
+    assert run["reason"].isprintable()

@@ -70,3 +70,16 @@ def test_uploaded_files_are_stored_like_c_stores_and_processed(review_box, tmp_p
     assert [(e["actor"], e["detail"]["instances"]) for e in events][:2] == [("mia", 23),
                                                                             ("mia", 2)]
     assert not list((box.data_dir / "spool").glob("upload-*"))
+
+
+def test_uploads_the_scp_would_refuse_are_refused_with_422(review_box, studies, tmp_path):
+    from tests.test_bad_input import broken_inputs
+
+    mia = review_box.login("mia")
+    for name, path in broken_inputs(studies, tmp_path).items():
+        if name == "SOP class differs" or name == "request UID differs":
+            continue     # no request to differ from: the file meta is the upload's only claim
+        answer = mia.post(f"{review_box.url}/api/v1/cases", timeout=60,
+                          files=[("files", ("x.dcm", path.read_bytes(), "application/dicom"))])
+        assert answer.status_code == 422, (name, answer.status_code, answer.text)
+        assert "file 1" in answer.json()["error"]

@@ -1,0 +1,63 @@
+"""What makes a received value, or an object we built, fit to rely on and to pass on.
+
+A broken scanner (or an attacker) can send UIDs like ``../../x``, with NUL bytes, 10 000
+characters long; whatever the appliance accepts it copies into its outputs (references to the
+source, the study and series), so a PACS would receive objects that fail validation. The SCP
+and the upload refuse such input with ``uid_problem``; before an output goes to the outbox,
+``object_problems`` reads it back and checks every UID in it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+MAX_UID_CHARS = 64
+# PS3.5 9.1: digits and dots, components without leading zeros (a lone 0 is fine).
+UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+IMAGE_LATERALITIES = ("R", "L", "U", "B")
+
+
+def uid_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid UID, without repeating it (it may carry anything); None
+    if it is one."""
+    text = str(value) if value is not None else ""
+    if not text:
+        return "is empty"
+    if len(text) > MAX_UID_CHARS:
+        return f"is {len(text)} characters long (at most {MAX_UID_CHARS})"
+    if not UID_SYNTAX.fullmatch(text):
+        return "is not digits and dots (PS3.5 9.1: no leading zeros, no other characters)"
+    return None
+
+
+def object_problems(encoded: bytes) -> list[str]:
+    """What is wrong with an encoded Part-10 object: unreadable, or a UID or image laterality
+    that a validator would refuse. Empty when it reads back cleanly."""
+    try:
+        dataset = dcmread(io.BytesIO(encoded))
+        dataset.walk(lambda ds, element: None)     # decode every element once
+    except Exception as error:   # pydicom raises many types for damaged data
+        return [f"it does not read back ({type(error).__name__})"]
+    problems = []
+    _walk_uids(dataset, problems)
+    laterality = dataset.get("ImageLaterality")
+    if laterality is not None and laterality not in IMAGE_LATERALITIES:
+        problems.append("Image Laterality is not R, L, U or B")
+    return problems
+
+
+def _walk_uids(dataset: Dataset, problems: list[str]) -> None:
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value:
+                _walk_uids(item, problems)
+        elif element.VR == "UI" and element.value not in (None, ""):
+            values = element.value if element.VM > 1 else [element.value]
+            for value in values:
+                problem = uid_problem(value)
+                if problem:
+                    problems.append(f"{element.keyword or element.tag} {problem}")
