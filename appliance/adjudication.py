@@ -93,6 +93,17 @@ def is_blind_for(db: sqlite_utils.Database, tile_id: int, username: str) -> bool
             and username not in _participants(db, row))
 
 
+def tile_as_seen_by(db: sqlite_utils.Database, tile: dict[str, Any],
+                    username: str) -> dict[str, Any]:
+    """The tile row as ``username`` may see it, wherever tiles are listed: to someone it must
+    stay blind to, its version numbers would tell that, and how often, a person changed it."""
+    blind = is_blind_for(db, tile["tile_id"], username)
+    shown_tile = {**tile, "blind": blind}
+    if blind:
+        shown_tile.update(head_version=None, reference_version=None)
+    return shown_tile
+
+
 def flag(db: sqlite_utils.Database, tile_id: int, *, actor: str,
          reason: str = "") -> dict[str, Any]:
     """Ask for a second opinion on the tile's current version."""

@@ -68,6 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Send the session cookie over HTTPS only (and HSTS); turn on behind a TLS proxy."),
     Setting("web", "session_idle_minutes", 30.0,
             "A web session without a request for this long ends; the user logs in again."),
+    Setting("web", "health_detail_addresses", ["127.0.0.1", "::1"],
+            "Addresses whose anonymous GET /healthz gets each component's state (a monitor); "
+            "others get only ok. Behind a reverse proxy on this box, list the monitor instead."),
     Setting("web", "threads", 8, "Requests the web server handles at the same time."),
     Setting("queue", "backend", "sqlite",
             "Huey storage: 'sqlite' (one box) or 'redis' (workers on several boxes)."),

@@ -15,6 +15,7 @@ from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
 from appliance.ingest import Ingest
 from appliance.models import model_record
+from appliance.orphans import sweep_orphans
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
 from appliance.worker import Worker
@@ -36,6 +37,12 @@ def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore
     swept = store.sweep_spool()
     if swept:
         log.warning("removed %d unacknowledged file(s) left in the spool by a crash", swept)
+    # Older than a run may take: a running worker's artifacts have no row until it finishes.
+    orphans = sweep_orphans(databases.get(), store, older_than_seconds=max(
+        config.dicom.spool_stale_seconds, config.worker.run_deadline_seconds) + 60)
+    if orphans:
+        log.warning("removed %d object(s) that no row refers to (left by a crash between "
+                    "storing and committing)", orphans)
     queue = RunQueue(config)
     ingest = Ingest(databases, store, seed=config.pipeline.seed,
                     model=model_record(config.pipeline.model_dir).manifest_entry(),

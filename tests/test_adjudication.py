@@ -3,6 +3,8 @@ Dice, the adjudicator's decision as the reference version, and who may do which 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from tests.conftest import mask_from, png_of
@@ -53,6 +55,14 @@ def test_flag_blind_rating_dice_and_decision(review_box):
                       params={"state": "awaiting_second_rating"}).json()
     assert [r["tile_id"] for r in listed if r["tile_id"] == tile_id] == [tile_id]
     assert all("first_author" not in r for r in listed if r["tile_id"] == tile_id)
+    # Nor does the queue, or the run page, give away that (and how often) a person changed it.
+    queued = lars.get(f"{url}/api/v1/active-learning/queue", params={
+        "include_labelled": "true", "uncertainty_threshold": -1, "limit": 500}).json()["tiles"]
+    [listed_tile] = [t for t in queued if t["tile_id"] == tile_id]
+    assert listed_tile["blind"] is True and listed_tile["head_version"] is None
+    run_page = lars.get(f"{url}/runs/{review_box.run_id}").text
+    row = re.search(rf'tile_id={tile_id}|/tiles/{tile_id}"[^\n]*', run_page).group(0)
+    assert "(blind)" in row, row
     # Lena, who labelled it, still sees her own work; the page says so too.
     assert lena.get(f"{url}/api/v1/tiles/{tile_id}").json()["blind"] is False
     assert (mask_from(lena.get(f"{url}/api/v1/tiles/{tile_id}").json()) == first).all()

@@ -221,3 +221,31 @@ def test_unacknowledged_leftovers_in_the_spool_are_swept_at_start(box):
     assert list(spool.iterdir()) == []
     assert staged.read_bytes() == b"qc png"
     assert "removed 1 unacknowledged file(s)" in box.log()
+
+
+def test_objects_no_row_refers_to_are_swept_at_start_once_old(box, studies):
+    import hashlib
+    import os
+    from pathlib import Path
+
+    box.start("scp")
+    assert storescu(box.dicom_port, studies["multiframe"]["dir"]).returncode == 0
+    [stored] = box.object_files()
+    box.stop_all()
+
+    def plant(data: bytes, age_seconds: float) -> Path:
+        sha256 = hashlib.sha256(data).hexdigest()
+        path = box.data_dir / "objects" / sha256[:2] / sha256
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (time.time() - age_seconds,) * 2)
+        return path
+
+    day = 86_400
+    orphan = plant(b"renamed into the store, then killed before the commit", day)
+    young = plant(b"a run's artifact, its run still going", 60)   # younger than a run's deadline
+    os.utime(stored, (time.time() - day,) * 2)                      # old, and referenced
+    box.start("scp")
+    assert not orphan.exists()
+    assert young.exists() and stored.exists()
+    assert "removed 1 object(s) that no row refers to" in box.log()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import subprocess
@@ -38,6 +39,13 @@ def test_healthz_and_doctor_report_each_component(box):
     assert health["components"]["db"]["journal_mode"] == "wal"
     doctor = json.loads(box.aomas("doctor", "--json").stdout)
     assert doctor["components"]["scp"]["ok"] is True
+    # Another address, without a session, learns only whether the box is healthy.
+    connection = http.client.HTTPConnection("127.0.0.1", box.web_port, timeout=10,
+                                            source_address=("127.0.0.2", 0))
+    connection.request("GET", "/healthz")
+    answer = connection.getresponse()
+    assert answer.status == 200 and json.loads(answer.read()) == {"ok": True}
+    connection.close()
 
     box.stop_all()
     stopped = box.aomas("doctor", check=False)
@@ -122,3 +130,31 @@ def test_the_queue_can_live_in_redis(make_box, tmp_path, studies):
 def write(path, text):
     path.write_text(text)
     return path
+
+
+def test_the_commit_is_read_without_writing_the_repository(tmp_path):
+    from appliance import version
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t",
+                               "-c", "user.email=t@t", *args], check=True,
+                              capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "tracked.txt").write_text("a\n")
+    git("add", "tracked.txt")
+    git("commit", "-qm", "one")
+    index = tmp_path / ".git" / "index"
+
+    def index_rewritten_by(read) -> bool:
+        time.sleep(1.1)                        # past the index's own timestamp (racy git)
+        (tmp_path / "tracked.txt").touch()     # stat changed, content not: a refresh is due
+        before = index.stat().st_mtime_ns
+        read()
+        return index.stat().st_mtime_ns != before
+
+    # Control: a plain `git status` rewrites the index (and takes .git/index.lock to do so) ...
+    assert index_rewritten_by(lambda: git("status", "--porcelain"))
+    # ... reading the commit the way the appliance does at every start does not.
+    assert not index_rewritten_by(lambda: version._git_commit(tmp_path))
+    assert version._git_commit(tmp_path) == git("rev-parse", "HEAD").strip()

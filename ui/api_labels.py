@@ -25,8 +25,10 @@ def review_queue():
         raise InvalidInput(f"limit must be between 1 and {tiles.MAX_QUEUE_LIMIT}")
     include = request.args.get("include_labelled", "false").lower() in ("1", "true", "yes")
     return jsonify({"uncertainty_threshold": threshold, "limit": limit,
-                    "tiles": tiles.review_queue(g.db, uncertainty_threshold=threshold,
-                                                limit=limit, include_labelled=include)})
+                    "tiles": [adjudication.tile_as_seen_by(g.db, tile, g.user["username"])
+                              for tile in tiles.review_queue(
+                                  g.db, uncertainty_threshold=threshold, limit=limit,
+                                  include_labelled=include)]})
 
 
 @blueprint.get("/tiles/<int:tile_id>")
@@ -40,9 +42,7 @@ def get_tile(tile_id: int):
     blind = adjudication.is_blind_for(g.db, tile_id, g.user["username"])
     mask = images.model_mask if blind else labels.mask_of(g.db, store, tile,
                                                           tile["head_version"])
-    shown_tile = {**tile, "blind": blind}
-    if blind:
-        shown_tile.update(head_version=None, reference_version=None)
+    shown_tile = adjudication.tile_as_seen_by(g.db, tile, g.user["username"])
     return jsonify({**shown_tile, "images": {
         "enface_png": payload.png(images.enface),
         "mask_png": payload.png(mask.astype(np.float32)),

@@ -65,8 +65,9 @@ def run_view(run_id: str):
         b_scans=run["result"]["volume"]["shape"][0] if drawable else 0,
         density_cell_px=case_images.DENSITY_CELL_PX,
         manifest=json.dumps(run["manifest"], indent=2, sort_keys=True),
-        tiles=tiles.review_queue(g.db, uncertainty_threshold=-1, limit=tiles.MAX_QUEUE_LIMIT,
-                                 include_labelled=True, run_id=run_id),
+        tiles=[adjudication.tile_as_seen_by(g.db, tile, g.user["username"]) for tile in
+               tiles.review_queue(g.db, uncertainty_threshold=-1, limit=tiles.MAX_QUEUE_LIMIT,
+                                  include_labelled=True, run_id=run_id)],
         reviews=reviews.of_run(g.db, run_id))
 
 
