@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-pacs test lint bench system-packages clean
+.PHONY: demo demo-pacs test lint bench fuzz system-packages clean
 
 $(BIN)/aomas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ bench: system-packages $(BIN)/aomas
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/review.py
+
+# Coverage-guided fuzzing (atheris) of what a hostile peer's bytes reach first: the SCP's
+# header reader, the upload's validation, the guarded PDU reader (fuzz/targets.py). CI runs a
+# short fixed-seed slice of each (tests/test_fuzz.py); this runs FUZZ_RUNS inputs per target.
+FUZZ_RUNS ?= 1000000
+fuzz: $(BIN)/aomas
+	for target in header upload pdu; do \
+	  $(BIN)/python -m fuzz.run $$target --runs $(FUZZ_RUNS) --seed 1 || exit 1; done
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -122,6 +122,33 @@ def receive_exactly(raw_socket, count: int, deadline: float) -> bytearray:
     return received
 
 
+class PduRefused(Exception):
+    """The PDU is not read: an unknown type, or longer than we accept."""
+
+    def __init__(self, kind: str, message: str, *args):
+        super().__init__(message % args)
+        self.kind, self.message, self.args_ = kind, message, args
+
+
+def read_pdu(raw_socket, limits: PeerLimits, *, established: bool) -> bytes:
+    """One whole PDU (header and body) from ``raw_socket``, read against the deadline for its
+    phase; b"" if the peer closed first. Raises PduRefused before reading the body of a PDU
+    longer than ``limits`` allow, and PduStalled when the deadline passes."""
+    deadline = time.monotonic() + (limits.pdu_seconds if established
+                                   else limits.association_request_seconds)
+    header = receive_exactly(raw_socket, PDU_HEADER_BYTES, deadline)
+    if len(header) < PDU_HEADER_BYTES:
+        return b""
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in PDU_TYPES:
+        raise PduRefused("unknown-pdu", "refused an unknown PDU type 0x%02X", pdu_type)
+    if length > limits.longest_pdu(pdu_type):
+        raise PduRefused(f"oversized-pdu-{pdu_type}", "refused a PDU of type 0x%02X announcing "
+                         "%d bytes (at most %d)", pdu_type, length, limits.longest_pdu(pdu_type))
+    body = receive_exactly(raw_socket, length, deadline)
+    return bytes(header + body) if len(body) == length else b""
+
+
 class GuardedDUL(DULServiceProvider):
     """pynetdicom's DICOM upper layer, with a PDU reader that refuses (A-ABORT) a PDU longer
     than ``limits`` allow before reading its body, and one that is not complete in time."""
@@ -141,25 +168,13 @@ class GuardedDUL(DULServiceProvider):
             self.event_queue.put("Evt17")
             return
         established = self.assoc.is_established
-        deadline = time.monotonic() + (self.limits.pdu_seconds if established
-                                       else self.limits.association_request_seconds)
         peer = _peer_of(self.assoc)
         try:
-            header = receive_exactly(raw, PDU_HEADER_BYTES, deadline)
-            if len(header) < PDU_HEADER_BYTES:
-                self.event_queue.put("Evt17")       # the peer closed the connection
-                return
-            pdu_type, _, length = struct.unpack(">BBL", header)
-            if pdu_type not in PDU_TYPES:
-                self._refuse("unknown-pdu", "refused an unknown PDU type 0x%02X from %s",
-                             pdu_type, peer)
-                return
-            if length > self.limits.longest_pdu(pdu_type):
-                self._refuse(f"oversized-pdu-{pdu_type}", "refused a PDU of type 0x%02X "
-                             "announcing %d bytes (at most %d) from %s: association aborted",
-                             pdu_type, length, self.limits.longest_pdu(pdu_type), peer)
-                return
-            body = receive_exactly(raw, length, deadline)
+            data = read_pdu(raw, self.limits, established=established)
+        except PduRefused as refused:
+            self._refuse(refused.kind, refused.message + " from %s: association aborted",
+                         *refused.args_, peer)
+            return
         except PduStalled as stalled:
             self._refuse("stalled-pdu", "aborted a stalled %s from %s: %s",
                          "PDU" if established else "association request", peer, stalled)
@@ -170,14 +185,14 @@ class GuardedDUL(DULServiceProvider):
         finally:
             if self.socket is not None and self.socket.socket is not None:
                 self.socket.socket.settimeout(self.assoc.network_timeout)
-        if len(body) != length:
-            self.event_queue.put("Evt17")
+        if not data:
+            self.event_queue.put("Evt17")       # the peer closed the connection
             return
         try:
-            pdu, event = self._decode_pdu(header + body)
+            pdu, event = self._decode_pdu(bytearray(data))
         except Exception:   # pynetdicom's decoders raise anything on malformed bytes
             self._refuse("undecodable-pdu", "refused an undecodable PDU of type 0x%02X "
-                         "from %s", pdu_type, peer)
+                         "from %s", data[0], peer)
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
