@@ -52,7 +52,7 @@ class Volume:
 def read_volume(paths: list[Path]) -> Volume:
     if not paths:
         raise VolumeError("the series has no instances")
-    parts = [_read_instance(path, index) for index, path in enumerate(paths, start=1)]
+    parts = [_read_instance_clearly(path, index) for index, path in enumerate(paths, start=1)]
     parts.sort(key=lambda part: part["order"])
     first = parts[0]
     for part in parts[1:]:
@@ -78,6 +78,20 @@ def read_volume(paths: list[Path]) -> Volume:
                   frame_of_reference_uid=first["frame_of_reference_uid"],
                   header=first["header"],
                   source_frames=tuple(f for part in parts for f in part["source_frames"]))
+
+
+def _read_instance_clearly(path: Path, index: int) -> dict:
+    """``_read_instance``, with a damaged attribute (a spacing that is no number, a sequence
+    without its item, an instance number that is text) reported as what it is: input the
+    appliance cannot use, never an internal error."""
+    try:
+        return _read_instance(path, index)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as error:
+        if isinstance(error, VolumeError):
+            raise
+        raise VolumeError(f"instance #{index} has an attribute the appliance cannot read "
+                          f"({type(error).__name__} in its header); correct it at the scanner "
+                          "and send the series again") from None
 
 
 def _read_instance(path: Path, index: int) -> dict:

@@ -202,3 +202,19 @@ def test_an_image_laterality_that_is_no_eye_fails_the_run_before_any_output(box,
     assert run["state"] == "FAILED"
     assert "Image Laterality that is not R, L, U or B" in run["reason"]
     assert run["reason"].isprintable()
+
+
+def test_a_damaged_functional_group_fails_the_run_as_bad_input_not_an_internal_error(
+        box, studies, tmp_path):
+    box.start()
+    series = NEW_SERIES_ROOT + "23"
+    paths = split_series_with_one_changed(studies, tmp_path, series, 1, lambda ds: {})
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence = pydicom.Sequence([])
+        ds.save_as(path)
+    assert storescu(box.dicom_port, *paths).returncode == 0
+    run = box.wait_for_run(series)
+    assert run["state"] == "FAILED"
+    assert "attribute the appliance cannot read" in run["reason"], run["reason"]
+    assert "internal error" not in run["reason"]
