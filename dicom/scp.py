@@ -75,29 +75,31 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
     """Read the identifying attributes of a spooled dataset, without its pixel data."""
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-        uids = {keyword: ds.get(keyword) for keyword in IDENTIFYING_UIDS}
+        # Values decode lazily: read every one here, where a damaged one is caught (the fuzzer
+        # found a Rows of odd length escaping from a later read).
+        values = {keyword: ds.get(keyword) for keyword in HEADER_TAGS}
     except Exception as error:   # pydicom raises many types for damaged data
         # pydicom's messages quote what it read, which may run on into the patient's name.
         raise UnreadableHeader(f"{type(error).__name__}: {withhold_values(str(error))}") from None
-    for keyword, value in uids.items():
-        problem = uid_problem(value)
+    for keyword in IDENTIFYING_UIDS:
+        problem = uid_problem(values[keyword])
         if problem:
             # Copied into every output (references, study, series): a PACS would refuse them.
             raise UnreadableHeader(f"{keyword} {problem}")
 
     def optional_int(keyword: str) -> int | None:
-        value = ds.get(keyword)
+        value = values[keyword]
         try:
             return int(value) if value not in (None, "") else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
 
     return ReceivedInstance(
         path=path,
-        sop_class_uid=str(ds.SOPClassUID),
-        sop_instance_uid=str(ds.SOPInstanceUID),
-        study_instance_uid=str(ds.StudyInstanceUID),
-        series_instance_uid=str(ds.SeriesInstanceUID),
+        sop_class_uid=str(values["SOPClassUID"]),
+        sop_instance_uid=str(values["SOPInstanceUID"]),
+        study_instance_uid=str(values["StudyInstanceUID"]),
+        series_instance_uid=str(values["SeriesInstanceUID"]),
         instance_number=optional_int("InstanceNumber"),
         number_of_frames=optional_int("NumberOfFrames") or 1,
         rows=optional_int("Rows"),

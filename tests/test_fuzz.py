@@ -35,3 +35,19 @@ def test_the_targets_tell_a_refusal_from_a_finding(monkeypatch):
     monkeypatch.setattr(targets, "read_header", escapes)
     with pytest.raises(targets.Finding, match="KeyError"):
         targets.header(b"anything")
+
+
+def test_the_fuzzers_findings_stay_fixed(tmp_path):
+    # Found by `make fuzz` (header, seed 1): a Rows of odd length decoded lazily, after the
+    # header reader's error handling, and escaped as BytesLengthException (0x0110 on the wire
+    # instead of 0xC000). Kept in the seed corpus too.
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicom.scp import UnreadableHeader, read_header
+
+    found = Path(__file__).parent.parent / "fuzz" / "corpus" / "header" / \
+        "regression-rows-odd-length"
+    path = tmp_path / "input.dcm"
+    path.write_bytes(found.read_bytes())
+    with pytest.raises(UnreadableHeader, match="BytesLengthException"):
+        read_header(path, ExplicitVRLittleEndian, "FUZZ", "fuzz", 0.0)
