@@ -24,7 +24,10 @@ IMAGE_LATERALITIES = ("R", "L", "U", "B")
 def uid_problem(value: object) -> str | None:
     """Why ``value`` is not a valid UID, without repeating it (it may carry anything); None
     if it is one."""
-    text = str(value) if value is not None else ""
+    if value is not None and not isinstance(value, str):
+        # A damaged VR can make it a sequence or a number; printing those decodes them.
+        return f"is not text (a {type(value).__name__})"
+    text = value or ""
     if not text:
         return "is empty"
     if len(text) > MAX_UID_CHARS:

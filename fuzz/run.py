@@ -23,6 +23,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-len", type=int, default=4096)
+    parser.add_argument("--rss-limit-mb", type=int, default=1024,
+                        help="libFuzzer's memory bound (it reads the peak RSS, which a process "
+                             "started from a large one inherits across exec)")
     arguments = parser.parse_args()
     warnings.simplefilter("ignore")     # pydicom warns about every invalid value it reads
     import logging
@@ -33,7 +36,7 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     argv = [sys.argv[0], str(work), str(corpus), f"-runs={arguments.runs}",
             f"-seed={arguments.seed}", f"-max_len={arguments.max_len}", "-timeout=5",
-            "-rss_limit_mb=1024", "-print_final_stats=1",
+            f"-rss_limit_mb={arguments.rss_limit_mb}", "-print_final_stats=1",
             f"-artifact_prefix={Path.cwd()}/crash-{arguments.target}-"]
     atheris.Setup(argv, targets.TARGETS[arguments.target])
     atheris.Fuzz()
