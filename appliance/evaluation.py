@@ -249,6 +249,7 @@ def table(rows: list[dict], pooled: dict | None = None) -> str:
                      + f"{r['axial_residual_px']:>7.2f}{r['lateral_residual_px']:>8.2f}"
                      f"{r['lateral_mean_removed_px']:>8.2f}{r['dice_inner_segment']:>7.3f}"
                      f"{r['dice_outer_segment']:>7.3f}{r['dice_rpe']:>7.3f}")
+    lines += ["", spectral_table(rows)]
     lines.append("surfaces: mean absolute error (px); motion: residual RMS (px; axial less a "
                  "quadratic, lateral less a line, (mean): less its mean only); layer Dice")
     lines.append("cones: ECE = detection-level expected calibration error (15 bins) of the "
@@ -262,6 +263,34 @@ def table(rows: list[dict], pooled: dict | None = None) -> str:
     for r in refused:
         lines.append(f"family {r['family']} seed {r['seed']} ({r['eccentricity_deg']:.1f}°) "
                      f"REFUSED: {r['refused']}")
+    return "\n".join(lines)
+
+
+def spectral_table(rows: list[dict]) -> str:
+    """The model-free cross-check per phantom: the spectrum's ring against the ring of the
+    true positions, its density against the truth, and whether it flagged the run; then how
+    often it flagged a run the detector got wrong (density off by more than 15 %) or right."""
+    lines = [f"{'fam':>3}{'seed':>5}{'ecc°':>6}{'pitch µm':>12}{'ring err %':>11}"
+             f"{'spectral dens err %':>20}{'detected dens err %':>20}{'check':>9}"]
+    for r in rows:
+        pitch = "x".join(f"{p:g}" for p in r["pixel_um"][::-1])
+        check = ("flagged" if r.get("spectral_flag") else "passed") if r.get(
+            "spectral_resolved") else "n/a"
+        lines.append(f"{r['family']:>3}{r['seed']:>5}{r['eccentricity_deg']:>6.1f}{pitch:>12}"
+                     f"{_or_dash(r.get('ring_error_percent'), '.1f'):>11}"
+                     f"{_or_dash(r.get('spectral_density_error_percent'), '.1f'):>20}"
+                     f"{r['density_error_percent']:>20.1f}{check:>9}")
+    resolved = [r for r in rows if r.get("spectral_resolved")]
+    wrong = [r for r in resolved if abs(r["density_error_percent"]) > 15]
+    ring = [abs(r["ring_error_percent"]) for r in resolved
+            if r.get("ring_error_percent") is not None]
+    lines.append(
+        f"spectrum: ring resolved in {len(resolved)} of {len(rows)}; ring within 3 % of the "
+        f"true mosaic's in {sum(e <= 3 for e in ring)} of {len(ring)} (worst "
+        f"{max(ring, default=0):.1f} %); flagged {sum(r['spectral_flag'] for r in wrong)} of "
+        f"{len(wrong)} runs with detected density off > 15 %, and "
+        f"{sum(r['spectral_flag'] for r in resolved if r not in wrong)} of "
+        f"{len(resolved) - len(wrong)} runs within it")
     return "\n".join(lines)
 
 
@@ -288,5 +317,5 @@ def calibration_line(pooled: dict) -> str:
             f"{pooled['tiles']} tiles flagged)")
 
 
-def _or_dash(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _or_dash(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)

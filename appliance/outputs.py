@@ -61,28 +61,39 @@ def build_outputs(volume: Volume, corrected: np.ndarray, enface: dict[str, np.nd
 
 
 def report_regions(shape: tuple[int, int], grid: tuple[int, int], cones: dict,
-                   cone_regions: list[dict], layers: dict,
-                   review: dict | None = None) -> list[RegionMeasurements]:
+                   cone_regions: list[dict], layers: dict, review: dict | None = None,
+                   spectral: dict | None = None) -> list[RegionMeasurements]:
     """The field and the grid cells as rectangles on the en-face image (rows = B-scans).
-    ``review`` is the run's "needs review" check (pipeline.needs_review), for the field."""
+    ``review`` is the run's "needs review" check (pipeline.needs_review), for the field;
+    ``spectral`` the model-free spacing of the field and the cells (gpu.spectrum)."""
     check = {}
     if review is not None:
         check = {"expected_detection_error_percent":
                  review["expected_detection_error"]["percent"]}
+    check.update(_spectral_values(spectral and spectral["field"]))
     field = RegionMeasurements("field", (0, shape[0]), (0, shape[1]),
                                {**cones, **{k: v for k, v in layers.items() if k != "regions"},
                                 **check},
                                needs_review=None if review is None else review["flag"])
     regions = [field]
     cells = grid_cells(shape, grid)
-    for (row, column, b, a), cone_region, layer_region in zip(
-            cells, cone_regions, layers["regions"], strict=True):
-        values = {**cone_region, **layer_region}
+    spectral_regions = spectral["regions"] if spectral is not None else [None] * len(cells)
+    for (row, column, b, a), cone_region, layer_region, spacing in zip(
+            cells, cone_regions, layers["regions"], spectral_regions, strict=True):
+        values = {**cone_region, **layer_region, **_spectral_values(spacing)}
         regions.append(RegionMeasurements(
             f"region row {row + 1} column {column + 1}", (b.start, b.stop), (a.start, a.stop),
             {k: v for k, v in values.items() if isinstance(v, int | float) and
              k not in ("row", "column")}))
     return regions
+
+
+def _spectral_values(spacing: dict | None) -> dict:
+    """The SR's spectral measurements of one region; none where no ring was resolved."""
+    if spacing is None or not spacing["resolved"]:
+        return {}
+    return {"spectral_density_per_mm2": spacing["density_per_mm2"],
+            "spectral_row_spacing_um": spacing["row_spacing_um"]}
 
 
 def store_outputs(objects: list[tuple[str, Dataset]], store: ObjectStore) -> list[dict]:

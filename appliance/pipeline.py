@@ -39,6 +39,7 @@ from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
 from gpu.quantify import grid_cells, mosaic_metrics, regional_metrics
+from gpu.spectrum import DENSITY_TOLERANCE, density_ratio, disagrees, regional_spacing
 from gpu.xp import array_module
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,25 @@ EXPECTED_ERROR_TOLERANCE_PERCENT = 5.0   # see needs_review
 MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 
 
-def needs_review(expected_errors: dict) -> dict:
+def needs_review(expected_errors: dict, detected_density_per_mm2: float | None = None,
+                 spectral: dict | None = None) -> dict:
     """Whether a person should check this run before its numbers are used, and why.
 
-    On held-out phantoms the calibrated expected error separates the model's good runs
-    (1.7-2.3 % expected, 0.4-3.0 % real) from its poor ones (5.2-13.6 % expected, 16-71 %
-    real: it sees only part of the misses), so the tolerance is the density goal's 5 %.
+    Two checks that do not share a failure. The model's own: on held-out phantoms the
+    calibrated expected error separates its good runs (1.7-2.3 % expected, 0.4-3.0 % real)
+    from its poor ones (5.2-13.6 % expected, 16-71 % real: it sees only part of the misses),
+    so the tolerance is the density goal's 5 %. And one without the model: the field's
+    density from the en-face spectrum (``spectral``, gpu.spectrum) against the detected one,
+    which catches a detector that counts speckle grains as cones with full confidence.
     """
     reasons = []
+    ratio = None if spectral is None else density_ratio(detected_density_per_mm2, spectral)
+    if disagrees(ratio):
+        reasons.append(
+            f"the detected cone density ({detected_density_per_mm2:.0f}/mm²) is {ratio:.2f} x "
+            f"what the image's spectrum implies ({spectral['density_per_mm2']:.0f}/mm², row "
+            f"spacing {spectral['row_spacing_um']:.1f} µm; tolerance x{1 + DENSITY_TOLERANCE:g}"
+            " either way): check the cones in the review queue")
     if expected_errors["percent"] > EXPECTED_ERROR_TOLERANCE_PERCENT:
         reasons.append(
             f"the model expects {expected_errors['percent']:.1f} % of its detections to be "
@@ -64,7 +76,10 @@ def needs_review(expected_errors: dict) -> dict:
             f"{expected_errors['expected_missed']:.0f} missed; tolerance "
             f"{EXPECTED_ERROR_TOLERANCE_PERCENT:g} %): check the cones in the review queue")
     return {"flag": bool(reasons), "reasons": reasons,
-            "expected_detection_error": expected_errors}
+            "expected_detection_error": expected_errors,
+            "spectral_density_ratio": None if ratio is None else round(ratio, 3),
+            "spectral_check": ("not possible: " + spectral["reason"]) if spectral and
+            not spectral["resolved"] else ("done" if spectral else "not run")}
 
 
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
@@ -127,6 +142,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     cones = mosaic_metrics(cones_um, field_um)
     cone_regions = regional_metrics(cones_um, field_um, REGION_GRID)
     layers = layer_measurements(thickness, REGION_GRID, (pitch_um, lateral_um))
+    spectral = regional_spacing(prepared.enface, (pitch_um, lateral_um), REGION_GRID)
     result = {
         "volume": volume.describe(),
         "device": "gpu" if xp is not np else "cpu",
@@ -142,7 +158,10 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
                          "tiles": tiles},
         "band_contrast": round(prepared.band_contrast, 3),
-        "needs_review": needs_review(expected_detection_errors(found)),
+        # Model-free: the mosaic's spacing from the en-face spectrum (gpu.spectrum).
+        "spectral_spacing": spectral,
+        "needs_review": needs_review(expected_detection_errors(found),
+                                     cones["cone_density_per_mm2"], spectral["field"]),
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),
@@ -158,7 +177,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     on_stage("dicom_outputs")
     provenance = provenance_for(run, model.manifest_entry(), device_serial_number)
     regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers,
-                             result["needs_review"])
+                             result["needs_review"], spectral)
     objects = build_outputs(volume, prepared.corrected, prepared.enface, layer_labels,
                             layer_model.CLASSES[1:], cones_px, regions, provenance,
                             segmentation_types)

@@ -48,6 +48,10 @@ REGION = private("REGION", "Analysis region")
 # evaluation Yes/No, and the calibrated expected share of wrong or missed detections.
 NEEDS_REVIEW = private("NEEDSREVIEW", "Needs review by a person")
 EXPECTED_DETECTION_ERROR = private("EXPDETERR", "Expected wrong or missed cone detections")
+# The model-free cross-check: the mosaic's modal row spacing from the en-face power spectrum
+# (Yellott's ring) and the density it implies, for the field and each region.
+SPECTRAL_ROW_SPACING = private("SPECROWSP", "Cone row spacing from the en-face spectrum")
+SPECTRAL_CONE_DENSITY = private("SPECDENS", "Cone density implied by the en-face spectrum")
 YES, NO = codes.SCT.Yes, codes.SCT.No
 AO_OCT_ANALYSIS = private("AOOCTANALYSIS", "AO-OCT photoreceptor analysis")
 

@@ -3,7 +3,8 @@
 One measurement group per region (the whole field first, then the grid), each a rectangle on
 the IS/OS en-face image, with the cone mosaic metrics and the layer thicknesses in UCUM units.
 The field's group also carries the appliance's own check: "needs review" Yes/No and the
-calibrated expected share of wrong or missed detections it rests on.
+calibrated expected share of wrong or missed detections it rests on; every group the cone row
+spacing and density the en-face spectrum implies (model-free), where it resolved a ring.
 The SEGs and images the numbers come from are listed as evidence. Per-cone coordinates are
 too many for content items (thousands per field); they stay with the run as a CSV sidecar
 (``cones_csv`` artifact) and the report says where.
@@ -35,6 +36,8 @@ MEASUREMENTS = {
     "outer_segment_length_um": (codes.OUTER_SEGMENT_LENGTH, "um"),
     "rpe_um": (codes.RPE_THICKNESS, "um"),
     "expected_detection_error_percent": (codes.EXPECTED_DETECTION_ERROR, "percent"),
+    "spectral_density_per_mm2": (codes.SPECTRAL_CONE_DENSITY, "per_mm2"),
+    "spectral_row_spacing_um": (codes.SPECTRAL_ROW_SPACING, "um"),
 }
 
 

@@ -11,12 +11,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
 
 from gpu import calibration, layer_model
 from gpu.calibration import REVIEW_THRESHOLD, TILE_PX, Calibration, Candidates
 from gpu.cone_model import PEAK_THRESHOLD, centroids
 from gpu.predictor import Predictor
 from gpu.quantify import match_detections, matched, mosaic_metrics
+from gpu.spectrum import density_ratio, disagrees, mosaic_spacing
 
 if TYPE_CHECKING:
     from gpu.phantom import Phantom
@@ -97,6 +99,47 @@ def score_cone_map(probability: np.ndarray, sample: PhantomSample) -> dict:
     match = match_detections(_xy_um(found, to_um), _xy_um(truth, to_um), radius)
     density_error = ((found_metrics["cone_density_per_mm2"] or 0)
                      / true_metrics["cone_density_per_mm2"] - 1)
+    return {**_scored_row(sample, match, true_metrics, found_metrics, density_error),
+            **score_spectrum(sample, found_metrics["cone_density_per_mm2"])}
+
+
+def score_spectrum(sample: PhantomSample, detected_density_per_mm2: float | None) -> dict:
+    """The model-free spacing of the sample's en-face images against the truth: its ring
+    against the ring of the true cone positions (the mosaic's own modal spacing, found by the
+    same estimator), its density against the true one, and whether the run's cross-check
+    (pipeline.needs_review) would flag the detected density."""
+    measured = mosaic_spacing(list(sample.image), sample.pixel_um)
+    truth = mosaic_spacing([point_image(sample.truth_px, sample.image.shape[1:])],
+                           sample.pixel_um)
+    if not measured.resolved:
+        return {"spectral_resolved": False, "ring_error_percent": None,
+                "spectral_density_error_percent": None, "spectral_flag": False}
+    area_mm2 = float(np.prod(np.array(sample.image.shape[1:]) * np.array(sample.pixel_um))) / 1e6
+    rows, columns = sample.truth_px.T
+    height, width = sample.image.shape[1:]
+    true_density = np.count_nonzero((rows >= 0) & (rows < height) & (columns >= 0)
+                                    & (columns < width)) / area_mm2
+    ring_error = (measured.ring_cycles_per_um / truth.ring_cycles_per_um - 1
+                  if truth.resolved else None)
+    ratio = density_ratio(detected_density_per_mm2, measured.as_dict())
+    return {"spectral_resolved": True,
+            "ring_error_percent": None if ring_error is None else round(100 * ring_error, 2),
+            "spectral_density_error_percent": round(
+                100 * (measured.density_per_mm2 / true_density - 1), 2),
+            "spectral_flag": disagrees(ratio)}
+
+
+def point_image(points_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The true cone centres as an image on the en-face grid: one lightly blurred dot each."""
+    image = np.zeros(shape)
+    rows, columns = np.round(points_px).astype(int).T
+    inside = (rows >= 0) & (rows < shape[0]) & (columns >= 0) & (columns < shape[1])
+    np.add.at(image, (rows[inside], columns[inside]), 1.0)
+    return ndimage.gaussian_filter(image, 0.5)
+
+
+def _scored_row(sample: PhantomSample, match: dict, true_metrics: dict, found_metrics: dict,
+                density_error: float) -> dict:
     return {
         "seed": sample.spec.seed, "family": sample.spec.family,
         "intensity": sample.spec.intensity,
