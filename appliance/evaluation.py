@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.exceptions import AomasError
 from appliance.models import ModelRecord, load_network, model_card, write_model
+from appliance.pipeline import run_checks
 from gpu import calibration, cone_model, layer_model
 from gpu.calibration import Calibration
 from gpu.layers import NoPhotoreceptorLayer
@@ -114,6 +115,7 @@ def train_bootstrap(out_dir: Path, *, iterations: int, train_seeds: list[int],
                                                 and "refused" not in r])
                              for family in FAMILIES},
         "held_out_calibration": pooled,
+        "run_checks": run_checks(),
         "intended_use": "Bootstrap for the appliance until a site registers a model trained "
                         "on its own labelled data; research use.",
         "limitations": [

@@ -82,6 +82,24 @@ def needs_review(expected_errors: dict, detected_density_per_mm2: float | None =
             not spectral["resolved"] else ("done" if spectral else "not run")}
 
 
+def run_checks() -> dict:
+    """What ``needs_review`` checks, in words, for the model card."""
+    return {
+        "needs_review": "A run is flagged for a person when either check below fails; the "
+                        "flag and its reasons are on the worklist, in `aomas runs show` and "
+                        "in the SR (qualitative evaluation 'Needs review by a person').",
+        "expected_detection_error": "The calibrated expected share of wrong or missed cone "
+                                    "detections exceeds "
+                                    f"{EXPECTED_ERROR_TOLERANCE_PERCENT:g} %.",
+        "spectral_density": "Model-free: the detected cone density lies beyond "
+                            f"x{1 + DENSITY_TOLERANCE:g} either way of the density implied "
+                            "by the ring of the field's en-face power spectrum (Yellott's "
+                            "ring, gpu/spectrum.py). Where no ring is resolved the check is "
+                            "reported as not possible, with the reason. The spectral "
+                            "spacing and density of the field and each region are in the SR.",
+    }
+
+
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
                  model: ModelRecord, *, use_gpu: bool = True, predictor_kind: str = "torch",
                  uncertainty_samples: int = 6, segmentation_types: tuple[str, ...] = ("BINARY",),

@@ -93,8 +93,8 @@ def mosaic_spacing(images: list[np.ndarray], pixel_um: tuple[float, float]) -> M
         return MosaicSpacing(False, f"the region holds about {density * field_mm2:.0f} cones "
                                     f"at the ring's spacing, fewer than {MIN_CONES_IN_FIELD}",
                              prominence=prominence)
-    return MosaicSpacing(True, "", ring, 1 / ring, 2 / (np.sqrt(3) * ring), float(density),
-                         prominence)
+    return MosaicSpacing(True, "", ring, 1 / ring, float(2 / (np.sqrt(3) * ring)),
+                         float(density), prominence)
 
 
 def radial_profile(images: list[np.ndarray], pixel_um: tuple[float, float]):

@@ -174,3 +174,25 @@ def test_the_pipeline_reports_each_stage_as_it_begins(run_outputs):
                                      "measurements_and_artifacts", "dicom_outputs"]
     timed = set(run_outputs["result"]["stage_seconds"])
     assert set(run_outputs["stages"]) - {"preprocess"} <= timed
+
+
+
+def test_the_report_carries_the_spectral_spacing_where_it_resolved_a_ring(run_outputs):
+    result = run_outputs["result"]
+    spacing = result["spectral_spacing"]
+    # The test phantom's field (24 x 64 µm, ~35 cones) just holds a ring; its quarters do not,
+    # and say why.
+    assert spacing["field"]["resolved"]
+    assert [r["resolved"] for r in spacing["regions"]] == [False] * 4
+    assert all("fewer than" in r["reason"] for r in spacing["regions"])
+    assert result["needs_review"]["spectral_check"] == "done"
+    groups = hd.sr.srread(run_outputs["objects"]["report"]).content \
+        .get_planar_roi_measurement_groups()
+    field = {m.name.meaning: m.value for m in groups[0].get_measurements()}
+    assert field["Cone density implied by the en-face spectrum"] == pytest.approx(
+        spacing["field"]["density_per_mm2"])
+    assert field["Cone row spacing from the en-face spectrum"] == pytest.approx(
+        spacing["field"]["row_spacing_um"])
+    for group in groups[1:]:
+        names = {m.name.meaning for m in group.get_measurements()}
+        assert "Cone density implied by the en-face spectrum" not in names
