@@ -123,6 +123,9 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
     for image in ("qc", "enface", "b-scan", "density-map", "thickness-map"):
         assert wait_for(browser, lambda d, image=image: d.execute_script(loaded, image)), image
     assert browser.find_elements(By.CSS_SELECTOR, "#measurements td")
+    # The model-free density sits beside the detected one: a number, or why there is none.
+    spectral = browser.find_element(By.ID, "spectral-density").text
+    assert spectral.startswith("not resolved: ") or "row spacing" in spectral, spectral
     # The frame slider shows another B-scan.
     slider = browser.find_element(By.ID, "frame")
     middle = int(slider.get_attribute("value"))
