@@ -76,7 +76,7 @@ def report_regions(shape: tuple[int, int], grid: tuple[int, int], cones: dict,
                                 **check},
                                needs_review=None if review is None else review["flag"])
     regions = [field]
-    cells = grid_cells(shape, grid)
+    cells = list(grid_cells(shape, grid))
     spectral_regions = spectral["regions"] if spectral is not None else [None] * len(cells)
     for (row, column, b, a), cone_region, layer_region, spacing in zip(
             cells, cone_regions, layers["regions"], spectral_regions, strict=True):

@@ -107,8 +107,10 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
     evidence = [_read(store, stored[kind], pixels=False)
                 for kind in ("derived_opt", "layer_seg") if kind in stored]
     report = measurement_report(
+        # The spectrum is the image's, not the cones': a review leaves it as the run found it.
         report_regions(shape, REGION_GRID, measurements["cones"],
-                       measurements["cone_regions"], result["layers"]),
+                       measurements["cone_regions"], result["layers"],
+                       spectral=result.get("spectral_spacing")),
         isos, [*evidence, seg], provenance,
         previous_report=_read(store, (previous or {}).get("report_output") or stored["report"],
                               pixels=False))

@@ -27,13 +27,13 @@ def test_reviewed_cones_replace_the_model_only_inside_edited_tiles():
     assert np.array_equal(reviewed_cones(model, (32, 64), []), model)
 
 
-def cone_count_in(sr: pydicom.Dataset) -> float:
-    """The first cone count of the report (the whole-field group comes first)."""
+def cone_count_in(sr: pydicom.Dataset, measurement: str = "Cone count") -> float | None:
+    """The report's first value of ``measurement`` (the whole-field group comes first)."""
     def walk(items):
         for item in items:
             name = item.ConceptNameCodeSequence[0].CodeMeaning if "ConceptNameCodeSequence" \
                 in item else ""
-            if item.ValueType == "NUM" and name == "Cone count":
+            if item.ValueType == "NUM" and name == measurement:
                 return float(item.MeasuredValueSequence[0].NumericValue)
             found = walk(item.get("ContentSequence", []))
             if found is not None:
@@ -155,6 +155,10 @@ def test_accepting_a_review_sends_a_reviewed_seg_and_verified_sr(review_box):
     assert cone_count_in(sr) == review["measurements"]["cones"]["cone_count"]
     original_sr = in_pacs[original["report"]["sop_instance_uid"]]
     assert cone_count_in(original_sr) == len(model_cones)
+    # The spectrum is the image's: a review carries the run's spectral density unchanged.
+    spectral = "Cone density implied by the en-face spectrum"
+    assert cone_count_in(original_sr, spectral) is not None
+    assert cone_count_in(sr, spectral) == cone_count_in(original_sr, spectral)
     seg = in_pacs[outputs["cone_seg"]["sop_instance_uid"]]
     assert str(seg.ContentCreatorName) == "carl" and seg.SeriesNumber == 915
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
