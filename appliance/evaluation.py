@@ -284,6 +284,7 @@ def spectral_table(rows: list[dict]) -> str:
                      f"{r['density_error_percent']:>20.1f}{check:>9}")
     resolved = [r for r in rows if r.get("spectral_resolved")]
     wrong = [r for r in resolved if abs(r["density_error_percent"]) > 15]
+    right = [r for r in resolved if abs(r["density_error_percent"]) <= 15]
     ring = [abs(r["ring_error_percent"]) for r in resolved
             if r.get("ring_error_percent") is not None]
     lines.append(
@@ -291,8 +292,7 @@ def spectral_table(rows: list[dict]) -> str:
         f"true mosaic's in {sum(e <= 3 for e in ring)} of {len(ring)} (worst "
         f"{max(ring, default=0):.1f} %); flagged {sum(r['spectral_flag'] for r in wrong)} of "
         f"{len(wrong)} runs with detected density off > 15 %, and "
-        f"{sum(r['spectral_flag'] for r in resolved if r not in wrong)} of "
-        f"{len(resolved) - len(wrong)} runs within it")
+        f"{sum(r['spectral_flag'] for r in right)} of {len(right)} runs within it")
     return "\n".join(lines)
 
 

@@ -75,11 +75,16 @@ def needs_review(expected_errors: dict, detected_density_per_mm2: float | None =
             f"wrong or missed ({expected_errors['expected_false']:.0f} false, "
             f"{expected_errors['expected_missed']:.0f} missed; tolerance "
             f"{EXPECTED_ERROR_TOLERANCE_PERCENT:g} %): check the cones in the review queue")
+    if spectral is None:
+        spectral_check = "not run"
+    elif spectral["resolved"]:
+        spectral_check = "done"
+    else:
+        spectral_check = "not possible: " + spectral["reason"]
     return {"flag": bool(reasons), "reasons": reasons,
             "expected_detection_error": expected_errors,
             "spectral_density_ratio": None if ratio is None else round(ratio, 3),
-            "spectral_check": ("not possible: " + spectral["reason"]) if spectral and
-            not spectral["resolved"] else ("done" if spectral else "not run")}
+            "spectral_check": spectral_check}
 
 
 def run_checks() -> dict:

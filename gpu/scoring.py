@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from gpu import calibration, layer_model
 from gpu.calibration import REVIEW_THRESHOLD, TILE_PX, Calibration, Candidates
@@ -106,14 +105,14 @@ def score_cone_map(probability: np.ndarray, sample: PhantomSample) -> dict:
 def score_spectrum(sample: PhantomSample, detected_density_per_mm2: float | None) -> dict:
     """The model-free spacing of the sample's en-face images against the truth: its ring
     against the ring of the true cone positions (the mosaic's own modal spacing, found by the
-    same estimator), its density against the true one, and whether the run's cross-check
-    (pipeline.needs_review) would flag the detected density."""
+    same estimator on the training target, a disk at each true cone), its density against the
+    true one, and whether the run's cross-check (pipeline.needs_review) would flag the
+    detected density."""
     measured = mosaic_spacing(list(sample.image), sample.pixel_um)
-    truth = mosaic_spacing([point_image(sample.truth_px, sample.image.shape[1:])],
-                           sample.pixel_um)
     if not measured.resolved:
         return {"spectral_resolved": False, "ring_error_percent": None,
                 "spectral_density_error_percent": None, "spectral_flag": False}
+    truth = mosaic_spacing([sample.target], sample.pixel_um)
     area_mm2 = float(np.prod(np.array(sample.image.shape[1:]) * np.array(sample.pixel_um))) / 1e6
     rows, columns = sample.truth_px.T
     height, width = sample.image.shape[1:]
@@ -127,15 +126,6 @@ def score_spectrum(sample: PhantomSample, detected_density_per_mm2: float | None
             "spectral_density_error_percent": round(
                 100 * (measured.density_per_mm2 / true_density - 1), 2),
             "spectral_flag": disagrees(ratio)}
-
-
-def point_image(points_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The true cone centres as an image on the en-face grid: one lightly blurred dot each."""
-    image = np.zeros(shape)
-    rows, columns = np.round(points_px).astype(int).T
-    inside = (rows >= 0) & (rows < shape[0]) & (columns >= 0) & (columns < shape[1])
-    np.add.at(image, (rows[inside], columns[inside]), 1.0)
-    return ndimage.gaussian_filter(image, 0.5)
 
 
 def _scored_row(sample: PhantomSample, match: dict, true_metrics: dict, found_metrics: dict,

@@ -11,11 +11,10 @@ import pytest
 from appliance.models import load_network, model_record
 from appliance.pipeline import needs_review
 from gpu import cone_model
-from gpu.cone_model import PEAK_THRESHOLD, network_input, peaks
+from gpu.cone_model import PEAK_THRESHOLD, cone_target, network_input, peaks
 from gpu.phantom import PhantomSpec
 from gpu.phantom_b import FamilyBSpec
 from gpu.predictor import TorchPredictor
-from gpu.scoring import point_image
 from gpu.spectrum import DENSITY_TOLERANCE, mosaic_spacing, regional_spacing
 from gpu.training import prepare
 
@@ -59,7 +58,7 @@ def test_the_spectral_ring_is_the_mosaics_own(prepared):
     spec, phantom, preprocessed = prepared
     pixel_um = (spec.spacing_um[0], spec.spacing_um[2])
     shape = preprocessed.enface["ISOS"].shape
-    truth = mosaic_spacing([point_image(_true_cones_px(phantom, pixel_um), shape)], pixel_um)
+    truth = mosaic_spacing([cone_target(shape, _true_cones_px(phantom, pixel_um))], pixel_um)
     measured = mosaic_spacing([preprocessed.enface["ISOS"], preprocessed.enface["COST"]],
                               pixel_um)
     assert truth.resolved and measured.resolved, (truth.reason, measured.reason)
