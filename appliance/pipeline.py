@@ -2,7 +2,8 @@
 
 load + validate the volume → preprocess (motion correction, surfaces, en-face) → layers (the
 layer network's labels on every corrected B-scan, checked against the surfaces) → cones (the
-cone network's probability map, Monte Carlo dropout uncertainty, one centroid per cone) →
+cone network's probability map, Monte Carlo dropout uncertainty, one centroid per cone; at a
+canonical scale when the spectrum shows a sparser mosaic than the detector counted) →
 measurements (mosaic, layer thickness, whole field and regions) → QC snapshot and arrays stored
 as artifacts → DICOM outputs (derived OPT, en-face images, layer and cone SEGs, measurement
 report) stored for the outbox.
@@ -34,11 +35,11 @@ from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
 from gpu import cone_model, layer_model
 from gpu.calibration import TILE_PX, Calibration, assess, expected_detection_errors, review_tiles
-from gpu.cone_model import centroids
 from gpu.layers import NoPhotoreceptorLayer
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
 from gpu.quantify import grid_cells, mosaic_metrics, regional_metrics
+from gpu.scale import CANONICAL_PX_PER_CONE, detect
 from gpu.spectrum import DENSITY_TOLERANCE, density_ratio, disagrees, regional_spacing
 from gpu.xp import array_module
 
@@ -51,7 +52,7 @@ MIN_B_SCANS, MIN_DEPTH_PX, MIN_A_LINES = 16, 80, 32
 
 
 def needs_review(expected_errors: dict, detected_density_per_mm2: float | None = None,
-                 spectral: dict | None = None) -> dict:
+                 spectral: dict | None = None, cone_scale: dict | None = None) -> dict:
     """Whether a person should check this run before its numbers are used, and why.
 
     Two checks that do not share a failure. The model's own: on held-out phantoms the
@@ -59,9 +60,15 @@ def needs_review(expected_errors: dict, detected_density_per_mm2: float | None =
     from its poor ones (5.2-13.6 % expected, 16-71 % real: it sees only part of the misses),
     so the tolerance is the density goal's 5 %. And one without the model: the field's
     density from the en-face spectrum (``spectral``, gpu.spectrum) against the detected one,
-    which catches a detector that counts speckle grains as cones with full confidence.
+    which catches a detector that counts speckle grains as cones with full confidence. And a
+    run whose cones were detected at a resampled scale (``cone_scale``, gpu.scale) is always
+    shown to a person: that rescue is rare, and it replaced the model's own answer.
     """
     reasons = []
+    if cone_scale is not None and cone_scale["rescaled"]:
+        reasons.append(f"the cones were detected on the image resampled to "
+                       f"{CANONICAL_PX_PER_CONE:g} pixels per cone, because {cone_scale['reason']}"
+                       ": check the cones in the review queue")
     ratio = None if spectral is None else density_ratio(detected_density_per_mm2, spectral)
     if disagrees(ratio):
         reasons.append(
@@ -152,9 +159,9 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
 
     on_stage("cones")
     predictor = make_predictor("cones", predictor_kind, model, store, use_gpu)
-    probability, uncertainty = predictor.predict_with_uncertainty(
-        cone_model.network_input(prepared.enface), samples=max(uncertainty_samples, 1))
-    cones_px = centroids(probability)
+    probability, uncertainty, cones_px, cone_scale = detect(
+        predictor, cone_model.network_input(prepared.enface), (pitch_um, lateral_um),
+        uncertainty_samples=max(uncertainty_samples, 1))
     seconds["cones"], clock = time.perf_counter() - clock, time.perf_counter()
     on_stage("measurements_and_artifacts")
     cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
@@ -176,6 +183,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
             "least_confident_b_scans": [int(b) for b in np.argsort(b_scan_confidence)[:5]]},
         "cones": cones,
         "cone_regions": cone_regions,
+        "cone_scale": cone_scale.as_dict(),
         "most_uncertain_tiles": tiles[:5],
         # Every tile, for the review queue (appliance.tiles records them with the run).
         "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
@@ -184,7 +192,8 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         # Model-free: the mosaic's spacing from the en-face spectrum (gpu.spectrum).
         "spectral_spacing": spectral,
         "needs_review": needs_review(expected_detection_errors(found),
-                                     cones["cone_density_per_mm2"], spectral["field"]),
+                                     cones["cone_density_per_mm2"], spectral["field"],
+                                     cone_scale.as_dict()),
         "artifacts": {
             "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
                                                    prepared.enface["ISOS"])),

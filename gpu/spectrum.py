@@ -70,6 +70,30 @@ class MosaicSpacing:
 def mosaic_spacing(images: list[np.ndarray], pixel_um: tuple[float, float]) -> MosaicSpacing:
     """The ring in ``images`` (en-face images of one region, rows = B-scans), sampled at
     ``pixel_um`` = (B-scan pitch, A-line spacing) in micrometres."""
+    rings = ring_candidates(images, pixel_um)
+    if not rings:
+        return MosaicSpacing(False, "no ring in the spectrum between the longest spacing "
+                                    "searched and the sampling limit")
+    ring, prominence = max(rings, key=lambda candidate: candidate[1])
+    if prominence < MIN_PROMINENCE:
+        return MosaicSpacing(False, f"the ring stands {prominence:.2f} above the spectrum's "
+                                    f"trend, below {MIN_PROMINENCE}", prominence=prominence)
+    density = ring_density_per_mm2(ring)
+    field_mm2 = images[0].shape[0] * pixel_um[0] * images[0].shape[1] * pixel_um[1] / 1e6
+    if density * field_mm2 < MIN_CONES_IN_FIELD:
+        return MosaicSpacing(False, f"the region holds about {density * field_mm2:.0f} cones "
+                                    f"at the ring's spacing, fewer than {MIN_CONES_IN_FIELD}",
+                             prominence=prominence)
+    return MosaicSpacing(True, "", ring, 1 / ring, ring_cone_spacing_um(ring), density,
+                         prominence)
+
+
+def ring_candidates(images: list[np.ndarray], pixel_um: tuple[float, float],
+                    min_prominence: float = 0.0) -> list[tuple[float, float]]:
+    """Every local bump of the spectrum in the search band standing at least
+    ``min_prominence`` above its trend: (ring in cycles/µm, prominence), lowest ring first.
+    The largest is the mosaic's ring when one dominates; where rods or speckle put a ring of
+    their own beside it (far from the fovea), the cones' may be a smaller one (gpu.scale)."""
     log_f, log_power, nyquist = radial_profile(images, pixel_um)
     step = log_f[1] - log_f[0]
     smooth = ndimage.gaussian_filter1d(log_power, PEAK_SMOOTHING / step, mode="nearest")
@@ -78,23 +102,19 @@ def mosaic_spacing(images: list[np.ndarray], pixel_um: tuple[float, float]) -> M
                       & (log_f <= np.log(HIGHEST_FRACTION_OF_NYQUIST * nyquist)))[0]
     inner = band[1:-1]
     maxima = inner[(bump[inner] > bump[inner - 1]) & (bump[inner] >= bump[inner + 1])]
-    if len(maxima) == 0:
-        return MosaicSpacing(False, "no ring in the spectrum between the longest spacing "
-                                    "searched and the sampling limit")
-    peak = maxima[np.argmax(bump[maxima])]
-    prominence = float(bump[peak])
-    if prominence < MIN_PROMINENCE:
-        return MosaicSpacing(False, f"the ring stands {prominence:.2f} above the spectrum's "
-                                    f"trend, below {MIN_PROMINENCE}", prominence=prominence)
-    ring = float(np.exp(log_f[peak] + _vertex_offset(bump[peak - 1: peak + 2]) * step))
-    density = np.sqrt(3) / 2 * (ring / DISORDER_RING_RATIO) ** 2 * 1e6
-    field_mm2 = images[0].shape[0] * pixel_um[0] * images[0].shape[1] * pixel_um[1] / 1e6
-    if density * field_mm2 < MIN_CONES_IN_FIELD:
-        return MosaicSpacing(False, f"the region holds about {density * field_mm2:.0f} cones "
-                                    f"at the ring's spacing, fewer than {MIN_CONES_IN_FIELD}",
-                             prominence=prominence)
-    return MosaicSpacing(True, "", ring, 1 / ring, float(2 / (np.sqrt(3) * ring)),
-                         float(density), prominence)
+    return [(float(np.exp(log_f[peak] + _vertex_offset(bump[peak - 1: peak + 2]) * step)),
+             float(bump[peak]))
+            for peak in maxima if bump[peak] >= min_prominence]
+
+
+def ring_density_per_mm2(ring_cycles_per_um: float) -> float:
+    """The cone density a ring implies, for a disordered mosaic (``DISORDER_RING_RATIO``)."""
+    return float(np.sqrt(3) / 2 * (ring_cycles_per_um / DISORDER_RING_RATIO) ** 2 * 1e6)
+
+
+def ring_cone_spacing_um(ring_cycles_per_um: float) -> float:
+    """Centre spacing of the hexagonal lattice whose first ring this is."""
+    return float(2 / (np.sqrt(3) * ring_cycles_per_um))
 
 
 def radial_profile(images: list[np.ndarray], pixel_um: tuple[float, float]):
