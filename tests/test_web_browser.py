@@ -126,6 +126,8 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
     # The model-free density sits beside the detected one: a number, or why there is none.
     spectral = browser.find_element(By.ID, "spectral-density").text
     assert spectral.startswith("not resolved: ") or "row spacing" in spectral, spectral
+    scale = browser.find_element(By.ID, "cone-scale").text
+    assert scale.startswith(("the image's own scale (", "the image resampled to ")), scale
     # The frame slider shows another B-scan.
     slider = browser.find_element(By.ID, "frame")
     middle = int(slider.get_attribute("value"))
