@@ -17,8 +17,9 @@ class TransientError(AomasError):
     """A temporary failure (busy database, full disk, peer down); the run is retried."""
 
 
-class StorageFull(AomasError):
-    """Free disk space is below the configured watermark."""
+class StorageFull(TransientError):
+    """Free disk space is below the configured watermark: a run waits and retries, a DICOM
+    peer is told "out of resources" (0xA700) and sends again later."""
 
 
 class NotFound(AomasError):

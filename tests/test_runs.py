@@ -93,6 +93,31 @@ def test_transient_errors_are_retried_with_backoff(box, studies):
     assert run["attempts"] >= 2
 
 
+def test_a_full_disk_during_a_run_is_retried_not_failed(box, studies):
+    """StorageFull is transient (exceptions.py): the run waits for space instead of failing as
+    an internal error."""
+    box.start("scp")
+    study = studies["multiframe"]
+    assert storescu(box.dicom_port, study["dir"]).returncode == 0
+    assert box.wait_for_run(study["series_instance_uid"], states=("QUEUED",))
+    box.kill("scp")
+    roomy = box.config_path.read_text()
+    box.config_path.write_text(roomy.replace("min_free_disk_mb = 1\n",
+                                             "min_free_disk_mb = 1000000000\n"))
+    box.start("worker")   # its artifacts cannot be stored: below a petabyte's watermark
+    deadline = time.monotonic() + 60
+    while not box.runs_for_series(study["series_instance_uid"])[-1]["reason"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waiting = box.runs_for_series(study["series_instance_uid"])[-1]
+    assert waiting["state"] in ("QUEUED", "RUNNING"), dict(waiting)
+    assert waiting["reason"].startswith("retrying: ") and "watermark" in waiting["reason"]
+    box.kill("worker")
+    box.config_path.write_text(roomy)   # space freed
+    box.start("worker")
+    assert box.wait_for_run(study["series_instance_uid"], timeout=90)["state"] == "SUCCEEDED"
+
+
 def test_a_persistent_transient_error_gives_up_after_the_retries(box, studies):
     box.start("scp")
     study = studies["multiframe"]
