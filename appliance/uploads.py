@@ -1,19 +1,17 @@
 """DICOM files uploaded through the API, stored exactly as the SCP stores a C-STORE.
 
-An upload is a Part-10 file (with its file meta information). It is written to the spool, its
-header read the way the SCP reads one, and handed to the same ``Ingest.store_instance``, so
-"stored" means what it means on the wire: durable in the object store, its row committed, a
-run queued once the series is complete. Files are taken one at a time: a bad file is refused
-with the reason and the files before it stay stored.
+An upload is a Part-10 file (with its file meta information). The web part writes it straight
+into the spool as it arrives (``ui.request``); its header is read the way the SCP reads one and
+it is handed to the same ``Ingest.store_instance``, which renames it into the object store. So
+each byte is written once, and "stored" means what it means on the wire: durable in the object
+store, its row committed, a run queued once the series is complete. Files are taken one at a
+time: a bad file is refused with the reason and the files before it stay stored.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom import dcmread
 
@@ -24,14 +22,12 @@ from dicom.scp import UnreadableHeader, read_header
 from dicom.sop_classes import ACCEPTED_SOP_CLASSES, ACCEPTED_TRANSFER_SYNTAXES
 
 
-def store_upload(ingest: Ingest, spool: Path, stream: BinaryIO, *, uploader: str,
-                 peer_address: str, label: str) -> dict[str, str]:
-    """Store one uploaded file; ``label`` names it in messages (the client's file number, never
-    its file name: that is the sender's text and may carry a patient's name)."""
-    path = spool / f"upload-{uuid.uuid4().hex}"
+def store_upload(ingest: Ingest, path: Path, *, uploader: str, peer_address: str,
+                 label: str) -> dict[str, str]:
+    """Store one uploaded file, written whole to ``path`` in the spool; ``label`` names it in
+    messages (the client's file number, never its file name: that is the sender's text and may
+    carry a patient's name)."""
     try:
-        with path.open("wb") as spooled:
-            shutil.copyfileobj(stream, spooled, 1 << 20)
         received = _header(path, uploader, peer_address, label)
         answer = ingest.store_instance(received)
         if answer != status.SUCCESS:

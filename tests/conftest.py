@@ -294,6 +294,44 @@ class ReviewBox:
         return rows[0]["tile_id"]
 
 
+class WebApp:
+    """The Flask app in this process on a fresh data dir, flaskr's shape: no server, no worker,
+    nothing another test wrote. ``client(username)`` is a test client logged in as that account
+    (made on first use with its role from ``ACCOUNTS``) whose writes carry the CSRF token."""
+
+    def __init__(self, root: Path, **overrides):
+        from appliance.accounts import create_user
+        from appliance.config import load_config
+        from appliance.services import open_data_dir
+        from ui.app import create_app
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.config = load_config(str(Box(root, **overrides).config_path))
+        self.databases, self.store = open_data_dir(self.config)
+        self.app = create_app(self.config, self.databases, self.store)
+        self._create_user = create_user
+
+    @property
+    def db(self):
+        return self.databases.get()
+
+    def client(self, username: str | None = None):
+        client = self.app.test_client()
+        if username is None:
+            return client
+        self._create_user(self.db, username, PASSWORD, ACCOUNTS[username], actor="test")
+        answer = client.post("/api/v1/session",
+                             json={"username": username, "password": PASSWORD})
+        assert answer.status_code == 201, answer.get_data(as_text=True)
+        client.environ_base["HTTP_X_CSRF_TOKEN"] = answer.get_json()["csrf_token"]
+        return client
+
+
+@pytest.fixture
+def web_app(tmp_path: Path) -> WebApp:
+    return WebApp(tmp_path)
+
+
 def png_of(mask: np.ndarray) -> str:
     """A boolean mask as the API takes it: base64 PNG, 255 = cone."""
     buffer = io.BytesIO()

@@ -18,7 +18,8 @@ from appliance.exceptions import InvalidInput, NotFound, TransientError
 from appliance.models import model_record
 from ui import auth, payload
 from ui.openapi import document
-from ui.security import csrf, public, requires
+from ui.request import spooled_path
+from ui.security import csrf, public, requires, takes_large_bodies
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -129,6 +130,7 @@ def accept_run_review(run_id: str, comment: str) -> tuple[dict, bool]:
 
 @blueprint.post("/cases")
 @requires("upload_cases")
+@takes_large_bodies
 def upload_case():
     """DICOM Part 10 files as multipart ``files``, stored like C-STOREs; 201 when every file
     is stored. A refused file answers with the reason and the files stored before it."""
@@ -139,9 +141,8 @@ def upload_case():
     for number, upload in enumerate(files, start=1):
         try:
             stored.append(uploads.store_upload(
-                services["ingest"], services["store"].spool, upload.stream,
-                uploader=g.user["username"], peer_address=request.remote_addr or "",
-                label=f"file {number}"))
+                services["ingest"], spooled_path(upload.stream), uploader=g.user["username"],
+                peer_address=request.remote_addr or "", label=f"file {number}"))
         except (InvalidInput, TransientError) as error:
             refusal = error
             break

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from appliance import health
 from appliance.accounts import LoginRefused
@@ -28,6 +28,7 @@ from appliance.models import model_record
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
 from ui import api, api_labels, auth, pages, security
+from ui.request import SpooledRequest
 from ui.security import public, refuse
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 # How the appliance's exceptions read on the wire.
 STATUS_FOR_ERROR = ((LoginRefused, 401), (NotPermitted, 403), (NotFound, 404), (Conflict, 409),
                     (InvalidInput, 422), (TransientError, 503), (AomasError, 400))
-# One request's body: a 512-B-scan 16-bit volume with room to spare.
-MAX_UPLOAD_BYTES = 2 * 2**30
 
 
 def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStore,
@@ -50,7 +49,7 @@ def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStor
                     on_run_queued=queue.enqueue if queue is not None else lambda run_id: None)
     app.extensions["aomas"] = {"config": config, "store": store, "queue": queue,
                                "ingest": ingest}
-    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
+    app.request_class = SpooledRequest  # uploads land in the spool once (ui.request)
 
     @app.before_request
     def open_database():
@@ -76,6 +75,14 @@ def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStor
     def appliance_error(error: AomasError):
         status = next(code for kind, code in STATUS_FOR_ERROR if isinstance(error, kind))
         return refuse(status, str(error))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def body_too_large(error: RequestEntityTooLarge):
+        limit_mib = (request.max_content_length or 0) // 2**20
+        advice = ("; split the files over several requests, or an admin raises "
+                  "web.max_upload_mb" if limit_mib == config.web.max_upload_mb else "")
+        return refuse(413, f"the request body is larger than the {limit_mib} MiB this route "
+                           f"takes{advice}")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

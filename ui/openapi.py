@@ -96,6 +96,8 @@ def document() -> dict[str, Any]:
                     ["files"])}}},
             "responses": {"201": _answer("every file stored", _object({"stored": {
                 "type": "array"}})),
+                "413": _answer("the body is larger than web.max_upload_mb (2 GiB by default); "
+                               "send the files in several requests", ERROR),
                 "422": _answer("a file was refused; 'stored' lists the ones before it", ERROR),
                 "503": _answer("the disk is full or the database busy; resend", ERROR),
                 **_errors(400)}}},

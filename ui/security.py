@@ -3,6 +3,10 @@
 Every route needs a logged-in account with the permission it names (``requires``), except the
 few marked ``public`` (the login page and its API twin, /healthz, static files). Pages answer a
 missing session with a redirect to /login, the API with 401 JSON; a wrong role gets 403.
+
+A request body may be 64 MiB; a route marked ``takes_large_bodies`` (the DICOM upload) takes up
+to the ``web.max_upload_mb`` setting, which waitress enforces too (``ui.server``). Beyond it the
+answer is 413 before the body is read.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from appliance import sessions
 from appliance.permissions import allowed
 
 csrf = CSRFProtect()
+
+# JSON bodies, label masks, login forms: far below this.
+MAX_REQUEST_BYTES = 64 * 2**20
 
 # 'self' only: no inline script or style, so injected markup cannot run.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -72,9 +79,13 @@ def configure(app: Flask, web_settings, data_dir: Path) -> None:
         # The token lives as long as the session; the server ends sessions itself.
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_HEADERS=["X-CSRF-Token", "X-CSRFToken"],
-        MAX_CONTENT_LENGTH=64 * 2**20,
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        AOMAS_MAX_UPLOAD_BYTES=web_settings.max_upload_mb * 2**20,
     )
-    app.before_request(_load_account)  # before CSRF: a stranger hears 401, not "bad token"
+    # Both before CSRF: a stranger hears 401, not "bad token", and CSRF reads the form, whose
+    # size limit must be set by then.
+    app.before_request(_limit_body)
+    app.before_request(_load_account)
     csrf.init_app(app)
     app.after_request(_add_headers)
 
@@ -82,6 +93,12 @@ def configure(app: Flask, web_settings, data_dir: Path) -> None:
 def public(view: Callable) -> Callable:
     """Reachable without a session."""
     view.public = True
+    return view
+
+
+def takes_large_bodies(view: Callable) -> Callable:
+    """The route takes bodies up to ``web.max_upload_mb`` instead of 64 MiB."""
+    view.takes_large_bodies = True
     return view
 
 
@@ -106,6 +123,12 @@ def refuse(status: int, message: str):
     if wants_json():
         return jsonify(error=message), status
     return render_template("error.html", status=status, message=message), status
+
+
+def _limit_body():
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "takes_large_bodies", False):
+        request.max_content_length = current_app.config["AOMAS_MAX_UPLOAD_BYTES"]
 
 
 def _load_account():

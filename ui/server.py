@@ -26,7 +26,10 @@ class WebServer:
         # Proxy headers are ignored: the rate limit and the audit log use the peer's address.
         self.server = create_server(app, host=config.web.bind, port=config.web.port,
                                     threads=config.web.threads, ident="AOMAS",
-                                    clear_untrusted_proxy_headers=True)
+                                    clear_untrusted_proxy_headers=True,
+                                    # waitress's own cap (1 GiB by default) must not undercut
+                                    # the upload route's (ui.security)
+                                    max_request_body_size=config.web.max_upload_mb * 2**20)
         self.thread = threading.Thread(target=self.server.run, name="aomas-web", daemon=True)
 
     def start(self) -> None:
