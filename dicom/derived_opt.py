@@ -67,7 +67,7 @@ def derived_opt(corrected: np.ndarray, volume: Volume, provenance: Provenance) -
     ds.ContentDate = provenance.created_at.strftime("%Y%m%d")
     ds.ContentTime = provenance.created_at.strftime("%H%M%S")
     ds.DerivationDescription = (f"Axial and lateral motion corrected, square-root amplitude "
-                                f"(AOMAS run {provenance.run_id})")[:1024]
+                                f"(AOMAS run {provenance.run_id})")
     ds.ContributingEquipmentSequence = [provenance.contributing_equipment()]
     for item, source in zip(ds.PerFrameFunctionalGroupsSequence, volume.source_frames,
                             strict=True):

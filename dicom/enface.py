@@ -17,6 +17,7 @@ from dicom import codes
 from dicom.derived_opt import PATIENT_AND_STUDY, frame_of_reference_uid
 from dicom.opt import decimal_string, new_dataset
 from dicom.provenance import MANUFACTURER, MODEL_NAME, SERIES_NUMBERS, Provenance
+from dicom.validity import fitted
 
 SURFACE_NAMES = {"ISOS": "IS/OS", "COST": "COST"}
 
@@ -65,7 +66,8 @@ def enface_image(image: np.ndarray, surface: str, derived: Dataset,
     algorithm = Dataset()
     algorithm.AlgorithmFamilyCodeSequence = [codes.as_item(codes.ARTIFICIAL_INTELLIGENCE)]
     algorithm.AlgorithmName = "AOMAS surface-following en face projection"
-    algorithm.AlgorithmVersion = provenance.software_version[:64]
+    algorithm.AlgorithmVersion = fitted(provenance.software_version, "LO",
+                                        "the software version")
     ds.DerivationAlgorithmSequence = [algorithm]
 
     stored = np.clip(np.rint(image / max(float(np.percentile(image, 99.5)), 1e-6) * 200),

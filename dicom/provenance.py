@@ -17,6 +17,7 @@ import highdicom as hd
 
 from dicom import codes
 from dicom.opt import uid_from
+from dicom.validity import fitted
 
 MANUFACTURER = "AOMAS"
 MODEL_NAME = "AOMAS AO-OCT Microstructure Analytics System"
@@ -54,9 +55,9 @@ class Provenance:
 
     @property
     def description(self) -> str:
-        review = (f", review {self.review_number} by {self.reviewed_by}"
-                  if self.review_number else "")
-        return f"AOMAS run {self.run_id}{review}"
+        """A LO value: who reviewed goes into the content creator's name, not here."""
+        review = f", review {self.review_number}" if self.review_number else ""
+        return fitted(f"AOMAS run {self.run_id}{review}", "LO", "the content description")
 
     def series_uid(self, kind: str) -> str:
         return self.uid(kind, "series")
@@ -76,5 +77,6 @@ class Provenance:
             manufacturer_model_name=self.model_id, software_versions=self.software_version,
             device_serial_number=self.device_serial_number,
             contribution_datetime=self.created_at,
-            contribution_description=f"AOMAS run {self.run_id}, model {self.model_id} "
-                                     f"({self.model_version})"[:64])
+            # The model's name is the model name above; run and weights fit in 64 characters.
+            contribution_description=fitted(f"run {self.run_id}, model {self.model_version}",
+                                            "LO", "the contribution description"))

@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from dicom import codes
 from dicom.provenance import MANUFACTURER, MODEL_NAME, Provenance
+from dicom.validity import fitted
 
 SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
 CONE_RADIUS_PX = 1.0   # each cone centre drawn as a disc this size in the cone SEG
@@ -30,7 +31,7 @@ def layer_seg(labels: np.ndarray, layer_names: tuple[str, ...], derived: Dataset
         _segment(number, LAYER_LABELS[name], codes.LAYER_SLABS[name], provenance)
         for number, name in enumerate(layer_names, start=1)]
     return _segmentation([derived], labels, descriptions, "layer_seg",
-                         "Photoreceptor layers", provenance, segmentation_type)
+                         "Photoreceptor layers", "LAYERS", provenance, segmentation_type)
 
 
 def cone_seg(cones_px: np.ndarray, enface: Dataset, provenance: Provenance,
@@ -48,7 +49,7 @@ def cone_seg(cones_px: np.ndarray, enface: Dataset, provenance: Provenance,
     measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in enface.PixelSpacing],
                                         slice_thickness=float(enface.PixelSpacing[0]))
     seg = _segmentation([enface], mask[np.newaxis].astype(np.uint8), [description], "cone_seg",
-                        "Cone photoreceptors", provenance, segmentation_type,
+                        "Cone photoreceptors", "CONES", provenance, segmentation_type,
                         pixel_measures=measures)
     seg.PatientOrientation = ""
     return seg
@@ -68,7 +69,7 @@ def _segment(number: int, label: str, property_type, provenance: Provenance):
 
 
 def _segmentation(sources, pixel_array, descriptions, kind: str, label: str,
-                  provenance: Provenance, segmentation_type: str,
+                  content_label: str, provenance: Provenance, segmentation_type: str,
                   **options) -> hd.seg.Segmentation:
     if segmentation_type not in SEGMENTATION_TYPES:
         raise ValueError(f"segmentation type must be one of {SEGMENTATION_TYPES}, "
@@ -84,8 +85,8 @@ def _segmentation(sources, pixel_array, descriptions, kind: str, label: str,
         instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
         software_versions=provenance.software_version,
         device_serial_number=provenance.device_serial_number,
-        content_label=label.upper().replace(" ", "_")[:16],
-        content_description=provenance.description[:64],
+        content_label=fitted(content_label, "CS", "the content label"),
+        content_description=provenance.description,
         content_creator_name=provenance.reviewed_by or None,
         # Empty frames kept: viewers misplace SEGs that omit them (highdicom #214, OHIF #2833).
         omit_empty_frames=False,

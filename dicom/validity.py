@@ -4,7 +4,9 @@ A broken scanner (or an attacker) can send UIDs like ``../../x``, with NUL bytes
 characters long; whatever the appliance accepts it copies into its outputs (references to the
 source, the study and series), so a PACS would receive objects that fail validation. The SCP
 and the upload refuse such input with ``uid_problem``; before an output goes to the outbox,
-``object_problems`` reads it back and checks every UID in it.
+``object_problems`` reads it back and checks every UID in it. Text the appliance writes itself
+goes through ``fitted``: a value longer than its VR allows is a bug to fix, not one to hide by
+cutting it (a model version without its last digits says another model).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.valuerep import MAX_VALUE_LEN
 
 MAX_UID_CHARS = 64
 # PS3.5 9.1: digits and dots, components without leading zeros (a lone 0 is fine).
@@ -35,6 +38,16 @@ def uid_problem(value: object) -> str | None:
     if not UID_SYNTAX.fullmatch(text):
         return "is not digits and dots (PS3.5 9.1: no leading zeros, no other characters)"
     return None
+
+
+def fitted(value: str, vr: str, what: str) -> str:
+    """``value`` unchanged if it fits the longest value of ``vr`` (PS3.5 6.2); else ValueError
+    naming ``what``."""
+    limit = MAX_VALUE_LEN[vr]
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} characters long, more than the {limit} of a "
+                         f"DICOM {vr} value: shorten it where it is made")
+    return value
 
 
 def object_problems(encoded: bytes) -> list[str]:

@@ -11,7 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from appliance.models import model_record
 from dicom.segmentation import LAYER_LABELS
+from dicom.validity import fitted
 from gpu.layer_model import CLASSES
 from tests.conftest import Orthanc, need, storescu
 
@@ -98,8 +100,21 @@ def test_outputs_carry_provenance_and_the_same_uids_when_written_again(run_outpu
         assert ds.Manufacturer == "AOMAS", kind
         [equipment] = [item for item in ds.ContributingEquipmentSequence
                        if item.ManufacturerModelName == "aomas-bootstrap-v3"]
-        assert "r" * 32 in equipment.ContributionDescription, kind
+        # Whole, not cut to 64 characters: the run and the weights it ran with.
+        assert equipment.ContributionDescription == \
+            f"run {'r' * 32}, model {model_record().weights_sha256[:16]}", kind
+        assert ds.get("ContentDescription", "AOMAS run " + "r" * 32) == "AOMAS run " + "r" * 32
+        if "_seg" in kind:
+            assert ds.ContentLabel == ("CONES" if kind.startswith("cone") else "LAYERS"), kind
         assert ds.PatientID == "AOMAS-PHANTOM-7" and ds.StudyInstanceUID, kind
+
+
+def test_text_longer_than_its_vr_is_refused_not_cut():
+    assert fitted("x" * 64, "LO", "a description") == "x" * 64
+    with pytest.raises(ValueError, match="a description is 65 characters long.*64 of a DICOM LO"):
+        fitted("x" * 65, "LO", "a description")
+    with pytest.raises(ValueError, match="16 of a DICOM CS"):
+        fitted("CONE_PHOTORECEPTORS", "CS", "the content label")
 
 
 def wait_for_outbox(box, states, timeout: float = 120) -> list:
