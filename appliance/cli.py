@@ -1,6 +1,9 @@
-"""The ``aomas`` command line (all but ``web`` and ``serve``, which ``ui.cli`` adds).
+"""The appliance's commands, and what every command shares (``with_config``).
 
-Every command takes ``--config PATH`` and exits non-zero with a one-line reason on failure.
+The commands are plain click commands; ``ui.cli`` puts them, the group commands of
+``user_commands`` and ``outbox_commands``, and its own ``web`` and ``serve`` into the one
+``aomas`` group, in one table. Every command takes ``--config PATH`` (before or after its name)
+and exits non-zero with a one-line reason on failure.
 """
 
 from __future__ import annotations
@@ -28,14 +31,18 @@ from gpu.phantom import PhantomSpec
 from gpu.phantom_b import INTENSITY_MAPPINGS, FamilyBSpec
 from gpu.phantoms import FAMILIES
 
+CONFIG_HELP = "TOML file (default: $AOMAS_CONFIG, ./aomas.toml, /etc/aomas/aomas.toml)."
+
 
 def with_config(command):
-    """Add ``--config`` and turn AomasError into a one-line reason and exit status 2."""
+    """Add ``--config`` and turn AomasError into a one-line reason and exit status 2. The
+    command's own ``--config`` wins over the group's (``aomas --config PATH <command>``)."""
 
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                  help="TOML file (default: $AOMAS_CONFIG, ./aomas.toml, /etc/aomas/aomas.toml).")
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
     @functools.wraps(command)
     def wrapper(config_path, **kwargs):
+        config_path = config_path or click.get_current_context().find_root().params.get(
+            "config_path")
         try:
             config = load_config(config_path)
             setup_logging(config)
@@ -58,12 +65,7 @@ def setup_logging(config: Config) -> None:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """AOMAS: AO-OCT photoreceptor analytics over DICOM."""
-
-
-@cli.command()
+@click.command()
 @click.option("--admin-user", default="admin", show_default=True)
 @click.option("--admin-password-file", type=click.Path(exists=True, dir_okay=False),
               help="File holding the admin password (unattended installs).")
@@ -85,7 +87,7 @@ def init(config: Config, admin_user: str, admin_password_file: str | None) -> No
         click.echo(f"admin account '{admin_user}' already exists; left unchanged")
 
 
-@cli.command()
+@click.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--split-frames", is_flag=True, help="One instance per B-scan instead of one.")
@@ -131,7 +133,7 @@ def phantom(config: Config, out_dir: str, seed: int, split_frames: bool, eccentr
                f"({summary['cone_density_per_mm2']:.0f}/mm²)")
 
 
-@cli.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--to", "destination", required=True, help="HOST:PORT of the receiving SCP.")
 @click.option("--aet", default="AOMAS", show_default=True, help="Called AE title.")
@@ -158,7 +160,7 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@cli.group(name="runs")
+@click.group(name="runs")
 def runs_group() -> None:
     """Inspect runs."""
 
@@ -205,7 +207,7 @@ def runs_show(config: Config, run_id: str, as_json: bool) -> None:
     click.echo(f"{'result':>14}: {json.dumps(run['result'], sort_keys=True)}")
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True)
 @with_config
 def doctor(config: Config, as_json: bool) -> None:
@@ -222,7 +224,7 @@ def doctor(config: Config, as_json: bool) -> None:
         sys.exit(1)
 
 
-@cli.command(name="config")
+@click.command(name="config")
 @click.option("--reference", is_flag=True, help="Print the reference table (as in the README).")
 @with_config
 def show_config(config: Config, reference: bool) -> None:
@@ -241,7 +243,7 @@ def show_config(config: Config, reference: bool) -> None:
             click.echo(f"{key} = {json.dumps(value)}")
 
 
-@cli.command()
+@click.command()
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the run.")
 @with_config
@@ -252,7 +254,7 @@ def demo(config: Config, seed: int, timeout: float) -> None:
     run_demo(config, seed=seed, timeout=timeout, log=click.echo)
 
 
-@cli.command(name="train")
+@click.command(name="train")
 @click.option("--out", "out_dir", default=str(BOOTSTRAP_DIR), show_default=True,
               type=click.Path(file_okay=False), help="Model directory to write.")
 @click.option("--iterations", default=400, show_default=True)
@@ -277,7 +279,7 @@ def train_command(config: Config, out_dir: str, iterations: int, train_seeds: st
                f"(weights sha256 {record.weights_sha256[:16]}…)")
 
 
-@cli.command(name="evaluate")
+@click.command(name="evaluate")
 @click.option("--seeds", default="1-6", show_default=True, help="Phantom seeds, e.g. 1-10.")
 @click.option("--family", type=click.Choice([*FAMILIES, "both"]), default="both",
               show_default=True, help="Phantom family to evaluate on (each seed in each).")
@@ -294,7 +296,7 @@ def evaluate_command(config: Config, seeds: str, family: str, model_dir: str) ->
     click.echo(table(*evaluate(record, parse_seeds(seeds), families)))
 
 
-@cli.command()
+@click.command()
 @with_config
 def scp(config: Config) -> None:
     """Run the DICOM SCP only (systemd: aomas-scp.service)."""
@@ -304,7 +306,7 @@ def scp(config: Config) -> None:
     server.stop()
 
 
-@cli.command()
+@click.command()
 @with_config
 def worker(config: Config) -> None:
     """Run the worker only (systemd: aomas-worker.service)."""

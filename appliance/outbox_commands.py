@@ -8,12 +8,12 @@ import time
 import click
 
 from appliance import outbox
-from appliance.cli import cli, with_config
+from appliance.cli import with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
 
 
-@cli.group(name="outbox")
+@click.group(name="outbox")
 def outbox_group() -> None:
     """Outputs on their way to the PACS."""
 

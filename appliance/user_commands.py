@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from appliance import accounts
-from appliance.cli import cli, with_config
+from appliance.cli import with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
 
 ACTOR = "aomas user"  # the command line has no login; the audit names the tool
 
 
-@cli.group()
+@click.group()
 def user() -> None:
     """Manage local accounts."""
 

@@ -9,12 +9,7 @@ import subprocess
 import time
 import urllib.request
 
-import pytest
-
 from tests.conftest import free_port, need, storescu
-
-COMMANDS = ["serve", "scp", "worker", "web", "init", "phantom", "send", "demo", "runs",
-            "user", "doctor", "config"]
 
 
 def get_json(url: str, timeout: float = 20) -> tuple[int, dict]:
@@ -95,11 +90,6 @@ def test_serve_demo_ends_with_the_results_in_a_local_orthanc(make_box):
         ["OPT", "OPT", "OPT", "SEG", "SEG", "SR"]  # derived OPT, 2 en-face, 2 SEG, SR
     assert {row["destination"] for row in box.query("SELECT * FROM outbox")} == {"demo-pacs"}
     assert (box.data_dir / "demo-pacs" / "orthanc.json").is_file()
-
-
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help(box, command):
-    assert "Usage:" in box.aomas(command, "--help").stdout
 
 
 def test_runs_show_of_an_unknown_run_says_what_to_do(box):

@@ -1,4 +1,8 @@
-"""The ``aomas`` console script: the appliance's commands plus ``web`` and ``serve``."""
+"""The ``aomas`` console script: one group, every command registered in ``COMMANDS`` below.
+
+``web`` and ``serve`` are defined here because they start the web part, which sits at the top of
+the import chain; the rest come from ``appliance``.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,27 @@ import threading
 
 import click
 
-import appliance.outbox_commands  # noqa: F401  (registers `aomas outbox`)
-import appliance.user_commands  # noqa: F401  (registers `aomas user`)
+from appliance import cli as commands
 from appliance import demo
-from appliance.cli import cli, wait_for_signal, with_config
+from appliance.cli import CONFIG_HELP, wait_for_signal, with_config
 from appliance.config import Config
 from appliance.exceptions import AomasError
 from appliance.local_pacs import LocalOrthanc
+from appliance.outbox_commands import outbox_group
 from appliance.services import open_data_dir, start_scp, start_worker
+from appliance.user_commands import user
 from ui.server import WebServer
 
 log = logging.getLogger(__name__)
 
 
-@cli.command()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+def cli(config_path: str | None) -> None:
+    """AOMAS: AO-OCT photoreceptor analytics over DICOM."""
+
+
+@click.command()
 @with_config
 def web(config: Config) -> None:
     """Run the web page and JSON API only (systemd: aomas-web.service)."""
@@ -31,7 +42,7 @@ def web(config: Config) -> None:
     server.stop()
 
 
-@cli.command()
+@click.command()
 @click.option("--demo", "with_demo", is_flag=True,
               help="Once up, send a synthetic study through (its results to a local Orthanc "
                    "when installed) and print its result.")
@@ -69,5 +80,15 @@ def _demo_then_keep_serving(config: Config, pacs: LocalOrthanc | None) -> None:
     except AomasError as error:
         click.echo(f"demo failed: {error}", err=True)
 
+
+# Every command, registered here and nowhere else: running the box, data in and out, people,
+# models.
+COMMANDS = (
+    serve, commands.scp, commands.worker, web, commands.init, commands.doctor,
+    commands.show_config, commands.phantom, commands.send, commands.demo, commands.runs_group,
+    outbox_group, user, commands.train_command, commands.evaluate_command,
+)
+for command in COMMANDS:
+    cli.add_command(command)
 
 main = cli
