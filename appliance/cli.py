@@ -168,20 +168,30 @@ def runs_group() -> None:
 @runs_group.command(name="list")
 @click.option("--state", type=click.Choice([runs.QUEUED, runs.RUNNING, *runs.FINISHED]))
 @click.option("--limit", default=50, show_default=True)
+@click.option("--study", "study_instance_uid", help="Only runs of this Study Instance UID.")
+@click.option("--accession", "accession_number", help="Only runs of this accession number.")
 @click.option("--json", "as_json", is_flag=True)
 @with_config
-def runs_list(config: Config, state: str | None, limit: int, as_json: bool) -> None:
-    """The newest runs first."""
+def runs_list(config: Config, state: str | None, limit: int, study_instance_uid: str | None,
+              accession_number: str | None, as_json: bool) -> None:
+    """The newest runs first, with the study and series each one processed."""
     databases, _ = open_data_dir(config)
-    rows = runs.list_runs(databases.get(), state=state, limit=limit)
+    rows = runs.list_runs(databases.get(), state=state, limit=limit,
+                          study_instance_uid=study_instance_uid,
+                          accession_number=accession_number)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'run':<34}{'case':>5}  {'state':<10}{'queued':<21}reason")
+    click.echo(f"{'run':<34}{'case':>5}  {'state':<10}{'queued':<21}{'accession':<17}"
+               f"{'modality':<9}{'acquired':<11}{'study / series instance UID':<66}reason")
     for run in rows:
         queued = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["queued_at"]))
+        study = run["study"]
         click.echo(f"{run['run_id']:<34}{run['case_id']:>5}  {run['state']:<10}{queued:<21}"
+                   f"{study['accession_number'] or '-':<17}{study['modality'] or '-':<9}"
+                   f"{study['acquisition_date'] or '-':<11}{study['study_instance_uid'] or '-':<66}"
                    f"{run['reason'] or ''}")
+        click.echo(f"{'':<121}{study['series_instance_uid'] or '-'}")
 
 
 @runs_group.command(name="show")
@@ -198,13 +208,15 @@ def runs_show(config: Config, run_id: str, as_json: bool) -> None:
         click.echo(json.dumps(run, indent=1))
         return
     for key in ("run_id", "case_id", "state", "attempts", "reason", "superseded_by"):
-        click.echo(f"{key:>14}: {run[key] if run[key] is not None else ''}")
+        click.echo(f"{key:>18}: {run[key] if run[key] is not None else ''}")
+    for key, value in run["study"].items():
+        click.echo(f"{key:>18}: {value if value is not None else ''}")
     review = (run["result"] or {}).get("needs_review")
     if review is not None:
-        click.echo(f"{'needs review':>14}: "
+        click.echo(f"{'needs review':>18}: "
                    + ("yes: " + "; ".join(review["reasons"]) if review["flag"] else "no"))
-    click.echo(f"{'manifest':>14}: {json.dumps(run['manifest'], sort_keys=True)}")
-    click.echo(f"{'result':>14}: {json.dumps(run['result'], sort_keys=True)}")
+    click.echo(f"{'manifest':>18}: {json.dumps(run['manifest'], sort_keys=True)}")
+    click.echo(f"{'result':>18}: {json.dumps(run['result'], sort_keys=True)}")
 
 
 @click.command()

@@ -109,6 +109,8 @@ class Ingest:
                 "series_instance_uid": uid, "study_instance_uid": received.study_instance_uid,
                 "sop_class_uid": received.sop_class_uid, "instance_count": 0, "frame_count": 0,
                 "expected_instances": None, "first_received_at": now, "state": RECEIVING,
+                "accession_number": received.accession_number, "modality": received.modality,
+                "acquisition_date": received.acquisition_date,
             })
             series = table.get(uid)
         else:

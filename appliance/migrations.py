@@ -170,3 +170,14 @@ def _tile_error_probability(db: sqlite_utils.Database) -> None:
     # The queue orders by this expression (appliance.tiles.RANK), so index the expression.
     db.execute("CREATE INDEX idx_tiles_rank ON tiles "
                "(COALESCE(error_probability, mean_uncertainty))")
+
+
+@migrations(name="0010_series_description")
+def _series_description(db: sqlite_utils.Database) -> None:
+    # What names a study to the person looking for its run: accession number, modality and
+    # acquisition date, from the series' first instance (never the patient's name or ID).
+    # Series received before this keep NULL.
+    for column in ("accession_number", "modality", "acquisition_date"):
+        db["series"].add_column(column, str)
+    db["series"].create_index(["study_instance_uid"])
+    db["series"].create_index(["accession_number"])

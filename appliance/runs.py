@@ -80,9 +80,18 @@ def submit(db: sqlite_utils.Database, case_id: int, *, seed: int, model: dict,
     return run_id, True
 
 
+# Each run with what names its study and series to a person (never the patient's name or ID).
+STUDY_FIELDS = ("study_instance_uid", "series_instance_uid", "accession_number", "modality",
+                "acquisition_date")
+_WITH_STUDY = ("SELECT runs.*, " + ", ".join(f"series.{name} AS study_{name}"
+                                              for name in STUDY_FIELDS)
+               + " FROM runs LEFT JOIN cases USING (case_id)"
+               " LEFT JOIN series USING (series_instance_uid)")
+
+
 def get(db: sqlite_utils.Database, run_id: str) -> dict[str, Any] | None:
-    rows = list(db["runs"].rows_where("run_id = ?", [run_id]))
-    return _decode(rows[0]) if rows else None
+    rows = db.query(f"{_WITH_STUDY} WHERE run_id = ?", [run_id])
+    return next((_decode(row) for row in rows), None)
 
 
 def require(db: sqlite_utils.Database, run_id: str) -> dict[str, Any]:
@@ -93,12 +102,18 @@ def require(db: sqlite_utils.Database, run_id: str) -> dict[str, Any]:
     return run
 
 
-def list_runs(db: sqlite_utils.Database, state: str | None = None,
-              limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(db: sqlite_utils.Database, state: str | None = None, limit: int = 50, *,
+              study_instance_uid: str | None = None,
+              accession_number: str | None = None) -> list[dict[str, Any]]:
+    """The newest runs first, of one state, study or accession number if given."""
     if state and state not in (QUEUED, RUNNING, *FINISHED):
         raise InvalidInput(f"state must be one of {', '.join((QUEUED, RUNNING, *FINISHED))}")
-    where, params = ("state = ?", [state]) if state else (None, None)
-    rows = db["runs"].rows_where(where, params, order_by="queued_at desc", limit=limit)
+    conditions = [(column, value) for column, value in (
+        ("runs.state", state), ("series.study_instance_uid", study_instance_uid),
+        ("series.accession_number", accession_number)) if value]
+    where = " AND ".join(f"{column} = ?" for column, _ in conditions) or "1"
+    rows = db.query(f"{_WITH_STUDY} WHERE {where} ORDER BY queued_at DESC LIMIT ?",
+                    [value for _, value in conditions] + [limit])
     return [_decode(row) for row in rows]
 
 
@@ -162,8 +177,10 @@ def requeue(db: sqlite_utils.Database, run_id: str, *, delay_seconds: float,
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "manifest": json.loads(row["manifest"]),
-            "result": json.loads(row["result"]) if row["result"] else None}
+    run = {key: value for key, value in row.items() if not key.startswith("study_")}
+    return {**run, "manifest": json.loads(row["manifest"]),
+            "result": json.loads(row["result"]) if row["result"] else None,
+            "study": {name: row[f"study_{name}"] for name in STUDY_FIELDS}}
 
 
 def retry(db: sqlite_utils.Database, run_id: str, *, actor: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from dicom.sop_classes import (
     VERIFICATION_SOP_CLASS,
 )
 from dicom.tcp import set_tcp_nodelay
-from dicom.validity import uid_problem
+from dicom.validity import plain_text, uid_problem
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ HEADER_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber",
     "NumberOfFrames", "Rows", "Columns", "ImagesInAcquisition",
 ]
+# What names a study to the people looking for it (never the patient's name or ID). Optional:
+# a damaged one is dropped, and the instance is taken all the same.
+DESCRIPTIVE_TAGS = {"AccessionNumber": "SH", "Modality": "CS", "AcquisitionDateTime": "DT",
+                    "AcquisitionDate": "DA", "StudyDate": "DA"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class ReceivedInstance:
     calling_ae: str
     peer_address: str
     received_at: float          # when the last byte had arrived (the handler was called)
+    accession_number: str | None = None
+    modality: str | None = None
+    acquisition_date: str | None = None     # YYYYMMDD: the acquisition's, else the study's
 
 
 class UnreadableHeader(ValueError):
@@ -74,7 +81,8 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
                 peer_address: str, received_at: float) -> ReceivedInstance:
     """Read the identifying attributes of a spooled dataset, without its pixel data."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        ds = dcmread(path, stop_before_pixels=True,
+                     specific_tags=[*HEADER_TAGS, *DESCRIPTIVE_TAGS])
         # Values decode lazily: read every one here, where a damaged one is caught (the fuzzer
         # found a Rows of odd length escaping from a later read).
         values = {keyword: ds.get(keyword) for keyword in HEADER_TAGS}
@@ -94,6 +102,10 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
         except (TypeError, ValueError, OverflowError):
             return None
 
+    descriptive = {keyword: plain_text(_read_optional(ds, keyword), vr)
+                   for keyword, vr in DESCRIPTIVE_TAGS.items()}
+    acquired = (descriptive["AcquisitionDateTime"] or descriptive["AcquisitionDate"]
+                or descriptive["StudyDate"] or "")[:8]
     return ReceivedInstance(
         path=path,
         sop_class_uid=str(values["SOPClassUID"]),
@@ -109,7 +121,17 @@ def read_header(path: Path, transfer_syntax_uid: str, calling_ae: str,
         calling_ae=calling_ae,
         peer_address=peer_address,
         received_at=received_at,
+        accession_number=descriptive["AccessionNumber"],
+        modality=descriptive["Modality"],
+        acquisition_date=acquired if len(acquired) == 8 and acquired.isdigit() else None,
     )
+
+
+def _read_optional(ds, keyword: str) -> object:
+    try:
+        return ds.get(keyword)
+    except Exception:   # a damaged optional value: as if it were absent
+        return None
 
 
 class StorageSCP:

@@ -19,6 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import MAX_VALUE_LEN
 
 MAX_UID_CHARS = 64
+# PS3.5 Table 6.2-1; pydicom lists the variable-length VRs only, so add DA and DT.
+MAX_CHARS = {**MAX_VALUE_LEN, "DA": 8, "DT": 26}
 # PS3.5 9.1: digits and dots, components without leading zeros (a lone 0 is fine).
 UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 IMAGE_LATERALITIES = ("R", "L", "U", "B")
@@ -40,10 +42,21 @@ def uid_problem(value: object) -> str | None:
     return None
 
 
+def plain_text(value: object, vr: str) -> str | None:
+    """A received text value fit to show and to search by, stripped; None if it is absent,
+    not text, longer than ``vr`` allows, or holds control characters (a hostile peer's)."""
+    if value is None or not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_CHARS[vr] or not text.isprintable():
+        return None
+    return text
+
+
 def fitted(value: str, vr: str, what: str) -> str:
     """``value`` unchanged if it fits the longest value of ``vr`` (PS3.5 6.2); else ValueError
     naming ``what``."""
-    limit = MAX_VALUE_LEN[vr]
+    limit = MAX_CHARS[vr]
     if len(value) > limit:
         raise ValueError(f"{what} is {len(value)} characters long, more than the {limit} of a "
                          f"DICOM {vr} value: shorten it where it is made")

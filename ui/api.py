@@ -60,10 +60,12 @@ def openapi():
 @blueprint.get("/runs")
 @requires("view_runs")
 def list_runs():
-    state = request.args.get("state") or None
     limit = payload.query_number("limit", int, 50)
-    return jsonify([run_summary(r) for r in runs.list_runs(g.db, state=state,
-                                                           limit=max(1, min(limit, 500)))])
+    found = runs.list_runs(g.db, state=request.args.get("state") or None,
+                           limit=max(1, min(limit, 500)),
+                           study_instance_uid=request.args.get("study_instance_uid") or None,
+                           accession_number=request.args.get("accession_number") or None)
+    return jsonify([run_summary(r) for r in found])
 
 
 @blueprint.get("/runs/<run_id>")
@@ -172,7 +174,7 @@ def run_summary(run: dict) -> dict:
     result = run.get("result") or {}
     return {key: run.get(key) for key in ("run_id", "case_id", "state", "attempts", "queued_at",
                                           "started_at", "finished_at", "reason", "superseded_by",
-                                          "stage", "stage_started_at")
+                                          "stage", "stage_started_at", "study")
             } | {"stage_seconds": result.get("stage_seconds", {}),
                  "cone_density_per_mm2": (result.get("cones") or {}).get("cone_density_per_mm2"),
                  "needs_review": (result.get("needs_review") or {}).get("reasons")}

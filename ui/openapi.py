@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import adjudication, tiles
+from appliance.runs import STUDY_FIELDS
 from appliance.version import pipeline_version
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -78,7 +79,11 @@ def document() -> dict[str, Any]:
                 _query("state", {"type": "string",
                                  "enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]},
                        "only runs in this state"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "at most")],
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "at most"),
+                _query("study_instance_uid", {"type": "string", "maxLength": 64},
+                       "only runs of this study"),
+                _query("accession_number", {"type": "string", "maxLength": 16},
+                       "only runs of this accession number")],
                 "responses": {"200": _answer("runs", {"type": "array", "items": RUN}),
                               **_errors(422)}},
             "post": {"summary": "Process a case with the current configuration (idempotent)",
@@ -251,7 +256,10 @@ def document() -> dict[str, Any]:
                     "reason": {"type": ["string", "null"]},
                     "stage": {"type": ["string", "null"],
                               "description": "the stage a RUNNING run is in"},
-                    "stage_started_at": {"type": ["number", "null"]}}, ["run_id", "state"]),
+                    "stage_started_at": {"type": ["number", "null"]},
+                    "study": _object({
+                        name: {"type": ["string", "null"]} for name in STUDY_FIELDS},
+                        list(STUDY_FIELDS))}, ["run_id", "state", "study"]),
                 "LabelVersion": _object({
                     "label_id": {"type": ["integer", "null"]}, "tile_id": {"type": "integer"},
                     "version": {"type": "integer"}, "author": {"type": "string"},
