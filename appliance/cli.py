@@ -24,7 +24,7 @@ from appliance.config import Config, load_config, reference_markdown
 from appliance.exceptions import AomasError
 from appliance.models import BOOTSTRAP_DIR, model_record
 from appliance.phantom_study import write_phantom_study
-from appliance.services import open_data_dir, start_scp, start_worker
+from appliance.services import build, open_data_dir, start_scp, start_worker
 from dicom import redaction
 from dicom.send import dicom_files, send_files
 from gpu.phantom import PhantomSpec
@@ -312,8 +312,7 @@ def evaluate_command(config: Config, seeds: str, family: str, model_dir: str) ->
 @with_config
 def scp(config: Config) -> None:
     """Run the DICOM SCP only (systemd: aomas-scp.service)."""
-    databases, store = open_data_dir(config)
-    server = start_scp(config, databases, store)
+    server = start_scp(build(config))
     wait_for_signal()
     server.stop()
 
@@ -322,8 +321,7 @@ def scp(config: Config) -> None:
 @with_config
 def worker(config: Config) -> None:
     """Run the worker only (systemd: aomas-worker.service)."""
-    databases, store = open_data_dir(config)
-    running = start_worker(config, databases, store)
+    running = start_worker(build(config))
     wait_for_signal()
     running.stop()
 

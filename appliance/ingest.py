@@ -5,6 +5,11 @@ file is durable in the object store and its row is committed. Completion rules (
 a single multi-frame instance is a whole volume at once; a multi-instance series is complete
 when the expected count has arrived or after ``series_idle_seconds`` of quiet; an instance that
 arrives after that reopens the series, and completing it again creates a superseding run.
+
+Where: completion on arrival happens inside ``store_instance``, in the SCP's C-STORE handler or
+the upload route; completion by quiet time in ``complete_idle_series``, which only the worker's
+ticker calls (every 0.5 s). Both are right only together: a split series whose count is unknown
+(no Images in Acquisition) completes by quiet time alone, and the ticker needs no SCP running.
 """
 
 from __future__ import annotations

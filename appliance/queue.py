@@ -32,16 +32,22 @@ def _executed_elsewhere(run_id: str) -> None:
 
 
 class RunQueue:
-    """Enqueues runs by id; in the worker, also executes them."""
+    """Enqueues runs by id; in the worker's process it also executes them (``consumer``)."""
 
-    def __init__(self, config: Config, execute: Callable[[str], None] = _executed_elsewhere):
+    def __init__(self, config: Config):
         self.huey = make_huey(config)
+        self._execute: Callable[[str], None] = _executed_elsewhere
 
         @self.huey.task(name=TASK_NAME)
         def execute_run(run_id: str) -> None:
-            execute(run_id)
+            self._execute(run_id)
 
         self._task = execute_run
+
+    def consumer(self, execute: Callable[[str], None], **options):
+        """The Huey consumer that calls ``execute(run_id)`` for each task; not started."""
+        self._execute = execute
+        return self.huey.create_consumer(**options)
 
     def enqueue(self, run_id: str, delay_seconds: float = 0) -> None:
         if delay_seconds > 0:

@@ -1,8 +1,12 @@
-"""Build the appliance's long-running parts from the configuration.
+"""The appliance's parts, wired once per process from the configuration.
 
-``aomas scp``, ``aomas worker`` and ``aomas web`` each start one part (one systemd unit each);
-``aomas serve`` starts all three in one process (the web part lives in ``ui``, which imports
-this module, never the other way round). Each part gets its dependencies passed in.
+``build`` makes what every part shares: the database, the object store, the model, the run
+queue and ingest. ``aomas scp``, ``aomas worker`` and ``aomas web`` each start one part on it
+(one systemd unit each); ``aomas serve`` starts all three on the same one (the web part lives in
+``ui``, which imports this module, never the other way round).
+
+One ``Ingest`` serves the SCP, the upload route and the worker's ticker; where each completes a
+series is said in ``appliance.ingest``.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
 from appliance.ingest import Ingest
-from appliance.models import model_record
+from appliance.models import ModelRecord, model_record
 from appliance.orphans import sweep_orphans
 from appliance.queue import RunQueue
 from appliance.storage import ObjectStore
@@ -25,6 +30,18 @@ from dicom.scp import StorageSCP
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Appliance:
+    """What the parts of one process share."""
+
+    config: Config
+    databases: ThreadLocalDatabase
+    store: ObjectStore
+    model: ModelRecord          # the one the next run is submitted with
+    queue: RunQueue
+    ingest: Ingest
+
+
 def open_data_dir(config: Config) -> tuple[ThreadLocalDatabase, ObjectStore]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     databases = ThreadLocalDatabase(config.data_dir / "aomas.db")
@@ -33,7 +50,18 @@ def open_data_dir(config: Config) -> tuple[ThreadLocalDatabase, ObjectStore]:
     return databases, store
 
 
-def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore) -> StorageSCP:
+def build(config: Config) -> Appliance:
+    databases, store = open_data_dir(config)
+    model = model_record(config.pipeline.model_dir)
+    queue = RunQueue(config)
+    ingest = Ingest(databases, store, seed=config.pipeline.seed, model=model.manifest_entry(),
+                    series_idle_seconds=config.dicom.series_idle_seconds,
+                    on_run_queued=queue.enqueue)
+    return Appliance(config, databases, store, model, queue, ingest)
+
+
+def start_scp(appliance: Appliance) -> StorageSCP:
+    config, databases, store = appliance.config, appliance.databases, appliance.store
     swept = store.sweep_spool()
     if swept:
         log.warning("removed %d unacknowledged file(s) left in the spool by a crash", swept)
@@ -43,11 +71,6 @@ def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore
     if orphans:
         log.warning("removed %d object(s) that no row refers to (left by a crash between "
                     "storing and committing)", orphans)
-    queue = RunQueue(config)
-    ingest = Ingest(databases, store, seed=config.pipeline.seed,
-                    model=model_record(config.pipeline.model_dir).manifest_entry(),
-                    series_idle_seconds=config.dicom.series_idle_seconds,
-                    on_run_queued=queue.enqueue)
     scp = StorageSCP(
         ae_title=config.dicom.ae_title, bind=config.dicom.bind, port=config.dicom.port,
         allowed_calling_aes=config.dicom.allowed_calling_aes,
@@ -57,7 +80,7 @@ def start_scp(config: Config, databases: ThreadLocalDatabase, store: ObjectStore
                           pdu_seconds=config.dicom.pdu_seconds,
                           max_pdu_bytes=config.dicom.max_pdu_bytes),
         idle_seconds=config.dicom.idle_seconds, spool_dir=store.spool,
-        on_instance=ingest.store_instance)
+        on_instance=appliance.ingest.store_instance)
     scp.start()
     threading.Thread(target=_sweep_stale_spool, args=(store, config.dicom.spool_stale_seconds),
                      name="spool-janitor", daemon=True).start()
@@ -77,9 +100,9 @@ def _sweep_stale_spool(store: ObjectStore, stale_seconds: float) -> None:
             log.warning("removed %d spool file(s) of transfers that died", removed)
 
 
-def start_worker(config: Config, databases: ThreadLocalDatabase,
-                 store: ObjectStore) -> Worker:
-    worker = Worker(config, databases, store)
+def start_worker(appliance: Appliance) -> Worker:
+    worker = Worker(appliance)
     worker.start()
-    log.info("worker %s started (queue backend: %s)", worker.identity, config.queue.backend)
+    log.info("worker %s started (queue backend: %s)", worker.identity,
+             appliance.config.queue.backend)
     return worker

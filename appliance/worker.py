@@ -11,17 +11,16 @@ import logging
 import random
 import sqlite3
 import threading
+from typing import TYPE_CHECKING
 
 from appliance import outbox, runs, tiles
-from appliance.config import Config
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
-from appliance.ingest import Ingest
-from appliance.models import model_record
 from appliance.pipeline import run_pipeline
-from appliance.queue import RunQueue
 from appliance.reconciler import reconcile, worker_identity
-from appliance.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from appliance.services import Appliance
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +29,14 @@ OUTBOX_POLL_SECONDS = 2.0
 
 
 class Worker:
-    def __init__(self, config: Config, databases: ThreadLocalDatabase, store: ObjectStore):
-        self.config = config
-        self.databases = databases
-        self.store = store
+    def __init__(self, appliance: Appliance):
+        self.config = appliance.config
+        self.databases = appliance.databases
+        self.store = appliance.store
+        self.model = appliance.model
+        self.queue = appliance.queue
+        self.ingest = appliance.ingest
         self.identity = worker_identity()
-        self.model = model_record(config.pipeline.model_dir)
-        self.queue = RunQueue(config, execute=self.execute)
-        self.ingest = Ingest(databases, store, seed=config.pipeline.seed,
-                             model=self.model.manifest_entry(),
-                             series_idle_seconds=config.dicom.series_idle_seconds,
-                             on_run_queued=self.queue.enqueue)
         self._stop = threading.Event()
         self._outputs_waiting = threading.Event()
         self.consumer = None
@@ -119,8 +115,8 @@ class Worker:
         """Reconcile, then start the Huey consumer threads and the ticker; returns at once."""
         reconcile(self.databases.get(), self.queue, self.config)
         # Poll often: an idle consumer would otherwise back off to 10 s before starting a run.
-        self.consumer = self.queue.huey.create_consumer(
-            workers=1, worker_type="thread", periodic=False, initial_delay=0.05,
+        self.consumer = self.queue.consumer(
+            self.execute, workers=1, worker_type="thread", periodic=False, initial_delay=0.05,
             backoff=1.15, max_delay=0.1, scheduler_interval=1)
         self.consumer.start()
         threading.Thread(target=self._tick, name="aomas-ticker", daemon=True).start()

@@ -302,13 +302,14 @@ class WebApp:
     def __init__(self, root: Path, **overrides):
         from appliance.accounts import create_user
         from appliance.config import load_config
-        from appliance.services import open_data_dir
+        from appliance.services import build
         from ui.app import create_app
 
         root.mkdir(parents=True, exist_ok=True)
         self.config = load_config(str(Box(root, **overrides).config_path))
-        self.databases, self.store = open_data_dir(self.config)
-        self.app = create_app(self.config, self.databases, self.store)
+        self.appliance = build(self.config)
+        self.databases, self.store = self.appliance.databases, self.appliance.store
+        self.app = create_app(self.appliance)
         self._create_user = create_user
 
     @property

@@ -134,7 +134,7 @@ def test_the_upload_limit_is_one_setting_both_servers_keep(tmp_path):
     answer = web.client().post("/api/v1/session", data=b"\0" * (65 * 2**20),
                                content_type="application/json")
     assert answer.status_code == 413
-    server = WebServer(web.config, web.databases, web.store)
+    server = WebServer(web.appliance)
     try:
         assert server.server.adj.max_request_body_size == 4096 * 2**20
     finally:

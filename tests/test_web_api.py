@@ -15,9 +15,8 @@ import pytest
 import requests
 
 from appliance.config import load_config
-from appliance.database import ThreadLocalDatabase
 from appliance.permissions import PERMISSIONS
-from appliance.storage import ObjectStore
+from appliance.services import build
 from tests.conftest import ACCOUNTS, PASSWORD, ReviewBox, mask_from, png_of
 from ui.app import create_app
 
@@ -28,8 +27,7 @@ PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"),
 def routes(review_box: ReviewBox) -> list[tuple[str, str, object]]:
     """(method, concrete path, view) for every route of the app the box serves."""
     config = load_config(str(review_box.box.config_path))
-    app = create_app(config, ThreadLocalDatabase(config.data_dir / "aomas.db"),
-                     ObjectStore(config.data_dir))
+    app = create_app(build(config))
     tile_id = review_box.tiles()[0]["tile_id"]
     values = {"run_id": review_box.run_id, "tile_id": str(tile_id), "filename": "aomas.css",
               "name": "enface", "frame": "0"}

@@ -15,7 +15,6 @@ from flask_wtf.csrf import generate_csrf
 from appliance import audit, outbox, reviews, runs, uploads
 from appliance.database import write_transaction
 from appliance.exceptions import InvalidInput, NotFound, TransientError
-from appliance.models import model_record
 from ui import auth, payload
 from ui.openapi import document
 from ui.request import spooled_path
@@ -80,13 +79,12 @@ def create_run():
     """Process a case with the current configuration; the same case and configuration again
     answer with the existing run (200), a new one with 201."""
     case_id = payload.field(payload.body(), "case_id", int)
-    config = payload.services()["config"]
+    parts = payload.appliance()
     with write_transaction(g.db):
         if not g.db["cases"].count_where("case_id = ?", [case_id]):
             raise NotFound(f"no case {case_id}")
-        run_id, created = runs.submit(
-            g.db, case_id, seed=config.pipeline.seed,
-            model=model_record(config.pipeline.model_dir).manifest_entry())
+        run_id, created = runs.submit(g.db, case_id, seed=parts.config.pipeline.seed,
+                                      model=parts.model.manifest_entry())
         if created:
             audit.record(g.db, actor=g.user["username"], action="run.create",
                          object_kind="run", object_id=run_id, detail={"case_id": case_id})
@@ -122,11 +120,11 @@ def list_reviews(run_id: str):
 
 def accept_run_review(run_id: str, comment: str) -> tuple[dict, bool]:
     """The one way the API and the run page accept a review."""
-    services = payload.services()
+    parts = payload.appliance()
     return reviews.accept(
-        g.db, services["store"], run_id, reviewer=g.user["username"],
-        destinations=services["config"].destinations,
-        device_serial_number=services["config"].appliance.device_serial_number,
+        g.db, parts.store, run_id, reviewer=g.user["username"],
+        destinations=parts.config.destinations,
+        device_serial_number=parts.config.appliance.device_serial_number,
         comment=comment)
 
 
@@ -139,11 +137,11 @@ def upload_case():
     files = request.files.getlist("files")
     if not files:
         raise InvalidInput("send the DICOM files as multipart/form-data fields named 'files'")
-    services, stored, refusal = payload.services(), [], None
+    ingest, stored, refusal = payload.appliance().ingest, [], None
     for number, upload in enumerate(files, start=1):
         try:
             stored.append(uploads.store_upload(
-                services["ingest"], spooled_path(upload.stream), uploader=g.user["username"],
+                ingest, spooled_path(upload.stream), uploader=g.user["username"],
                 peer_address=request.remote_addr or "", label=f"file {number}"))
         except (InvalidInput, TransientError) as error:
             refusal = error
@@ -164,9 +162,7 @@ def upload_case():
 def enqueue_run(run_id: str) -> None:
     # The reconciler re-queues a QUEUED run whose doorbell was lost, so a queue hiccup here
     # delays the run without losing it.
-    queue = payload.services()["queue"]
-    if queue is not None:
-        queue.enqueue(run_id)
+    payload.appliance().queue.enqueue(run_id)
 
 
 def run_summary(run: dict) -> dict:

@@ -37,7 +37,7 @@ def get_tile(tile_id: int):
     """The tile with the three images the editor shows, as base64 PNGs; ``blind`` says the
     mask is the model's because the tile awaits this person's blind rating."""
     tile = tiles.get(g.db, tile_id)
-    store = payload.services()["store"]
+    store = payload.appliance().store
     images = tiles.images(g.db, store, tile)
     blind = adjudication.is_blind_for(g.db, tile_id, g.user["username"])
     mask = images.model_mask if blind else labels.mask_of(g.db, store, tile,
@@ -62,7 +62,7 @@ def tile_history(tile_id: int):
 def create_label():
     body = payload.body()
     version, created = labels.save(
-        g.db, payload.services()["store"], payload.field(body, "tile_id", int),
+        g.db, payload.appliance().store, payload.field(body, "tile_id", int),
         payload.png_field(body), author=g.user["username"],
         base_version=payload.field(body, "base_version", int),
         comment=payload.field(body, "comment", str, required=False, default=""),
@@ -75,7 +75,7 @@ def create_label():
 def rollback_label():
     body = payload.body()
     version, created = labels.rollback(
-        g.db, payload.services()["store"], payload.field(body, "tile_id", int),
+        g.db, payload.appliance().store, payload.field(body, "tile_id", int),
         payload.field(body, "target_version", int), author=g.user["username"],
         comment=payload.field(body, "comment", str, required=False, default=""),
         idempotency_key=request.headers.get("Idempotency-Key"))
@@ -121,7 +121,7 @@ def flag_for_adjudication(tile_id: int):
 @requires("edit_labels")
 def rate_blind(tile_id: int):
     row, created = adjudication.rate_blind(
-        g.db, payload.services()["store"], tile_id, payload.png_field(payload.body()),
+        g.db, payload.appliance().store, tile_id, payload.png_field(payload.body()),
         rater=g.user["username"])
     return jsonify(row), 201 if created else 200
 
@@ -131,7 +131,7 @@ def rate_blind(tile_id: int):
 def decide(tile_id: int):
     body = payload.body()
     version = adjudication.decide(
-        g.db, payload.services()["store"], tile_id, payload.field(body, "choice", str),
+        g.db, payload.appliance().store, tile_id, payload.field(body, "choice", str),
         adjudicator=g.user["username"],
         comment=payload.field(body, "comment", str, required=False, default=""))
     return jsonify(version), 201

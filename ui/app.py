@@ -1,7 +1,8 @@
 """The Flask app: the review pages, the JSON API under /api/v1, and /healthz.
 
-``create_app`` gets everything it needs passed in (configuration, database, object store,
-run queue); nothing is global, so tests and ``aomas serve`` build it the same way.
+``create_app`` gets everything it needs passed in (the ``Appliance``: configuration, database,
+object store, model, run queue, ingest); nothing is global, so tests and ``aomas serve`` build
+it the same way.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from appliance import health
 from appliance.accounts import LoginRefused
-from appliance.config import Config
-from appliance.database import ThreadLocalDatabase
 from appliance.exceptions import (
     AomasError,
     Conflict,
@@ -23,10 +22,7 @@ from appliance.exceptions import (
     NotPermitted,
     TransientError,
 )
-from appliance.ingest import Ingest
-from appliance.models import model_record
-from appliance.queue import RunQueue
-from appliance.storage import ObjectStore
+from appliance.services import Appliance
 from ui import api, api_labels, auth, pages, security
 from ui.request import SpooledRequest
 from ui.security import public, refuse
@@ -38,22 +34,18 @@ STATUS_FOR_ERROR = ((LoginRefused, 401), (NotPermitted, 403), (NotFound, 404), (
                     (InvalidInput, 422), (TransientError, 503), (AomasError, 400))
 
 
-def create_app(config: Config, databases: ThreadLocalDatabase, store: ObjectStore,
-               queue: RunQueue | None = None) -> Flask:
+def create_app(appliance: Appliance) -> Flask:
+    config = appliance.config
     app = Flask(__name__)
     app.config["AOMAS_IDLE_SECONDS"] = config.web.session_idle_minutes * 60
-    # Uploads through the API are ingested exactly as C-STOREs are (appliance.uploads).
-    ingest = Ingest(databases, store, seed=config.pipeline.seed,
-                    model=model_record(config.pipeline.model_dir).manifest_entry(),
-                    series_idle_seconds=config.dicom.series_idle_seconds,
-                    on_run_queued=queue.enqueue if queue is not None else lambda run_id: None)
-    app.extensions["aomas"] = {"config": config, "store": store, "queue": queue,
-                               "ingest": ingest}
+    # Views reach the parts through ui.payload.appliance(); uploads are ingested exactly as
+    # C-STOREs are (appliance.uploads).
+    app.extensions["aomas"] = appliance
     app.request_class = SpooledRequest  # uploads land in the spool once (ui.request)
 
     @app.before_request
     def open_database():
-        g.db = databases.get()
+        g.db = appliance.databases.get()
 
     security.configure(app, config.web, config.data_dir)
     app.register_blueprint(auth.blueprint)

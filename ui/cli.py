@@ -18,7 +18,7 @@ from appliance.config import Config
 from appliance.exceptions import AomasError
 from appliance.local_pacs import LocalOrthanc
 from appliance.outbox_commands import outbox_group
-from appliance.services import open_data_dir, start_scp, start_worker
+from appliance.services import build, start_scp, start_worker
 from appliance.user_commands import user
 from ui.server import WebServer
 
@@ -35,8 +35,7 @@ def cli(config_path: str | None) -> None:
 @with_config
 def web(config: Config) -> None:
     """Run the web page and JSON API only (systemd: aomas-web.service)."""
-    databases, store = open_data_dir(config)
-    server = WebServer(config, databases, store)
+    server = WebServer(build(config))
     server.start()
     wait_for_signal()
     server.stop()
@@ -53,10 +52,10 @@ def serve(config: Config, with_demo: bool) -> None:
     if with_demo:
         config, pacs = demo.start_demo_pacs(config, log=click.echo)
     try:
-        databases, store = open_data_dir(config)
-        scp = start_scp(config, databases, store)
-        worker = start_worker(config, databases, store)
-        web_server = WebServer(config, databases, store)
+        appliance = build(config)   # one of each part, shared by all three
+        scp = start_scp(appliance)
+        worker = start_worker(appliance)
+        web_server = WebServer(appliance)
         web_server.start()
         click.echo(f"AOMAS up: DICOM {config.dicom.ae_title}@{config.dicom.bind}:"
                    f"{config.dicom.port}, web http://{config.web.bind}:{config.web.port}, "

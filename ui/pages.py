@@ -11,7 +11,6 @@ import numpy as np
 from flask import (
     Blueprint,
     Response,
-    current_app,
     flash,
     g,
     redirect,
@@ -24,6 +23,7 @@ from appliance import adjudication, audit, case_images, outbox, reviews, runs, t
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.permissions import allowed
 from appliance.storage import ObjectStore
+from ui import payload
 from ui.api import accept_run_review, enqueue_run
 from ui.security import requires
 
@@ -85,7 +85,7 @@ def run_accept_review(run_id: str):
 @requires("view_runs")
 def run_qc_png(run_id: str):
     run = _with_result(run_id)
-    store: ObjectStore = current_app.extensions["aomas"]["store"]
+    store: ObjectStore = payload.appliance().store
     path = store.path_for(run["result"]["artifacts"]["qc_png"])
     return Response(path.read_bytes(), mimetype="image/png")
 
@@ -110,7 +110,7 @@ def run_image(run_id: str, name: str):
 @requires("view_runs")
 def run_b_scan(run_id: str, frame: int):
     """Corrected B-scan ``frame`` (from 0) with the layer surfaces drawn over it."""
-    run, store = _with_result(run_id), current_app.extensions["aomas"]["store"]
+    run, store = _with_result(run_id), payload.appliance().store
     derived = next(o for o in run["result"]["outputs"] if o["kind"] == "derived_opt")
     volume = case_images.corrected_volume(store, derived["sha256"])
     if not 0 <= frame < len(volume):
@@ -129,7 +129,7 @@ def _with_result(run_id: str) -> dict:
 
 
 def _arrays(run: dict) -> case_images.RunArrays:
-    return case_images.run_arrays(current_app.extensions["aomas"]["store"],
+    return case_images.run_arrays(payload.appliance().store,
                                   run["result"]["artifacts"]["preprocessed_npz"])
 
 
@@ -194,7 +194,7 @@ def adjudication_list():
 @blueprint.get("/adjudication/<int:tile_id>")
 @requires("adjudicate")
 def adjudication_view(tile_id: int):
-    row, first, second = adjudication.masks(g.db, current_app.extensions["aomas"]["store"],
+    row, first, second = adjudication.masks(g.db, payload.appliance().store,
                                             tile_id)
     return render_template(
         "adjudicate.html", tile=tiles.get(g.db, tile_id), row=adjudication.shown(row),
@@ -205,7 +205,7 @@ def adjudication_view(tile_id: int):
 @blueprint.get("/adjudication/<int:tile_id>/compare.png")
 @requires("adjudicate")
 def adjudication_png(tile_id: int):
-    store = current_app.extensions["aomas"]["store"]
+    store = payload.appliance().store
     _, first, second = adjudication.masks(g.db, store, tile_id)
     enface = tiles.images(g.db, store, tiles.get(g.db, tile_id)).enface
     return Response(case_images.comparison(enface, first, second), mimetype="image/png")
@@ -214,7 +214,7 @@ def adjudication_png(tile_id: int):
 @blueprint.post("/adjudication/<int:tile_id>")
 @requires("adjudicate")
 def adjudication_decide(tile_id: int):
-    version = adjudication.decide(g.db, current_app.extensions["aomas"]["store"], tile_id,
+    version = adjudication.decide(g.db, payload.appliance().store, tile_id,
                                   request.form.get("choice", ""),
                                   adjudicator=g.user["username"],
                                   comment=request.form.get("comment", ""))

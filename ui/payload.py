@@ -12,11 +12,13 @@ from flask import current_app, request
 
 from appliance.case_images import png_bytes
 from appliance.exceptions import InvalidInput
+from appliance.services import Appliance
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what SQLite stores
 
 
-def services() -> dict[str, Any]:
+def appliance() -> Appliance:
+    """The parts this web process was built with (``appliance.services.build``)."""
     return current_app.extensions["aomas"]
 
 

@@ -23,7 +23,7 @@ class SpooledRequest(Request):
                          filename: str | None = None,
                          content_length: int | None = None) -> IO[bytes]:
         # The name is ours, never the client's file name (the sender's text).
-        path = current_app.extensions["aomas"]["store"].spool / f"upload-{uuid.uuid4().hex}"
+        path = current_app.extensions["aomas"].store.spool / f"upload-{uuid.uuid4().hex}"
         self.spooled_paths.append(path)
         return open(path, "x+b")
 

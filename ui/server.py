@@ -11,18 +11,16 @@ import threading
 
 from waitress.server import create_server
 
-from appliance.config import Config
-from appliance.database import ThreadLocalDatabase
-from appliance.queue import RunQueue
-from appliance.storage import ObjectStore
+from appliance.services import Appliance
 from ui.app import create_app
 
 log = logging.getLogger(__name__)
 
 
 class WebServer:
-    def __init__(self, config: Config, databases: ThreadLocalDatabase, store: ObjectStore):
-        app = create_app(config, databases, store, RunQueue(config))
+    def __init__(self, appliance: Appliance):
+        config = appliance.config
+        app = create_app(appliance)
         # Proxy headers are ignored: the rate limit and the audit log use the peer's address.
         self.server = create_server(app, host=config.web.bind, port=config.web.port,
                                     threads=config.web.threads, ident="AOMAS",
