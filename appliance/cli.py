@@ -1,9 +1,9 @@
 """The appliance's commands, and what every command shares (``with_config``).
 
-The commands are plain click commands; ``ui.cli`` puts them, the group commands of
-``user_commands`` and ``outbox_commands``, and its own ``web`` and ``serve`` into the one
-``aomas`` group, in one table. Every command takes ``--config PATH`` (before or after its name)
-and exits non-zero with a one-line reason on failure.
+The commands are plain click commands; ``ui.cli`` puts them, the groups of
+``appliance.access.commands`` and ``outbox_commands``, and its own ``web`` and ``serve`` into
+the one ``aomas`` group, in one table. Every command takes ``--config PATH`` (before or after
+its name) and exits non-zero with a one-line reason on failure.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import click
 
-from appliance import accounts, health, runs
+from appliance import health, runs
+from appliance.access import accounts
 from appliance.config import Config, load_config, reference_markdown
+from appliance.demo.study import write_phantom_study
 from appliance.exceptions import AomasError
-from appliance.models import BOOTSTRAP_DIR, model_record
-from appliance.phantom_study import write_phantom_study
+from appliance.registry import BOOTSTRAP_DIR, model_record
 from appliance.services import build, open_data_dir, start_scp, start_worker
 from dicom import redaction
 from dicom.send import dicom_files, send_files
@@ -261,7 +262,7 @@ def show_config(config: Config, reference: bool) -> None:
 @with_config
 def demo(config: Config, seed: int, timeout: float) -> None:
     """Against a running appliance: send a phantom, wait for its run, print the result."""
-    from appliance.demo import run_demo
+    from appliance.demo.walkthrough import run_demo
 
     run_demo(config, seed=seed, timeout=timeout, log=click.echo)
 

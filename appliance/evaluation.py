@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from appliance.exceptions import AomasError
-from appliance.models import ModelRecord, load_network, model_card, write_model
 from appliance.pipeline import run_checks
+from appliance.registry import ModelRecord, load_network, model_card, write_model
 from gpu import calibration, cone_model, layer_model
 from gpu.calibration import Calibration
 from gpu.layers import NoPhotoreceptorLayer

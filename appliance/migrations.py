@@ -167,7 +167,7 @@ def _tile_error_probability(db: sqlite_utils.Database) -> None:
     # The calibrated chance that a tile holds a false or a missed cone (gpu.calibration): the
     # review queue's ranking. Runs recorded before it keep NULL and rank by their uncertainty.
     db["tiles"].add_column("error_probability", float)
-    # The queue orders by this expression (appliance.tiles.RANK), so index the expression.
+    # The queue orders by this expression (appliance.review.tiles.RANK), so index the expression.
     db.execute("CREATE INDEX idx_tiles_rank ON tiles "
                "(COALESCE(error_probability, mean_uncertainty))")
 

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
-from appliance.models import ModelRecord, load_network, model_card, network_module
 from appliance.outputs import (
     build_outputs,
     cones_csv,
@@ -31,6 +30,7 @@ from appliance.outputs import (
     store_outputs,
 )
 from appliance.qc import snapshot_png
+from appliance.registry import ModelRecord, load_network, model_card, network_module
 from appliance.storage import ObjectStore
 from dicom.volume import VolumeError, read_volume
 from gpu import cone_model, layer_model
@@ -185,7 +185,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
         "cone_regions": cone_regions,
         "cone_scale": cone_scale.as_dict(),
         "most_uncertain_tiles": tiles[:5],
-        # Every tile, for the review queue (appliance.tiles records them with the run).
+        # Every tile, for the review queue (appliance.review.tiles records them with the run).
         "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
                          "tiles": tiles},
         "band_contrast": round(prepared.band_contrast, 3),

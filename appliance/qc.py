@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.case_images import draw_surfaces, png_bytes, to_8bit
+from appliance.review.case_images import draw_surfaces, png_bytes, to_8bit
 
 GAP_PX = 8
 

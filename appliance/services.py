@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
 from appliance.ingest import Ingest
-from appliance.models import ModelRecord, model_record
 from appliance.orphans import sweep_orphans
 from appliance.queue import RunQueue
+from appliance.registry import ModelRecord, model_record
 from appliance.storage import ObjectStore
 from appliance.worker import Worker
 from dicom.guard import PeerLimits

@@ -13,11 +13,12 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
-from appliance import outbox, runs, tiles
+from appliance import outbox, runs
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.pipeline import run_pipeline
 from appliance.reconciler import reconcile, worker_identity
+from appliance.review import tiles
 
 if TYPE_CHECKING:
     from appliance.services import Appliance

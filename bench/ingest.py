@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.local_pacs import free_port
+from appliance.demo.pacs import free_port
 from dicom.opt import OptStudy, uid_from, write_opt
 from dicom.send import probe
 

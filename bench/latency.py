@@ -23,8 +23,8 @@ from pathlib import Path
 
 from ingest import send, stop, wait_for_port  # bench/ingest.py: storescu and process helpers
 
-from appliance.local_pacs import LocalOrthanc, free_port
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.pacs import LocalOrthanc, free_port
+from appliance.demo.study import write_phantom_study
 from appliance.storage import ObjectStore
 from gpu.phantom import PhantomSpec
 

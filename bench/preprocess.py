@@ -51,7 +51,7 @@ def one_cpu_size(path: str) -> dict:
 def network_seconds(result, device: str) -> dict:
     """The pipeline's two network steps on a preprocessed volume, timed (after the peak was
     read: importing torch alone outweighs preprocessing's memory)."""
-    from appliance.models import load_network, model_record
+    from appliance.registry import load_network, model_record
     from gpu import cone_model, layer_model
     from gpu.predictor import TorchPredictor
 
@@ -70,7 +70,7 @@ def forward_comparison(size: str, prepared) -> None:
     the [gpu] extra is installed, a TensorRT fp16 engine."""
     import torch
 
-    from appliance.models import load_network, model_record
+    from appliance.registry import load_network, model_record
     from gpu import cone_model, layer_model
     from gpu.predictor import TensorRTPredictor, TorchPredictor
 
@@ -112,9 +112,9 @@ def forward_comparison(size: str, prepared) -> None:
 
 def whole_runs(size: str) -> None:
     """The pipeline from stored DICOM files to the run's result, GPU and CPU side by side."""
-    from appliance.models import model_record
-    from appliance.phantom_study import write_phantom_study
+    from appliance.demo.study import write_phantom_study
     from appliance.pipeline import run_pipeline
+    from appliance.registry import model_record
     from appliance.storage import ObjectStore
 
     b, z, x = parse(size)

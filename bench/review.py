@@ -21,8 +21,8 @@ from pathlib import Path
 import requests
 from ingest import aomas_env, send, stop, wait_for_port
 
-from appliance.local_pacs import free_port
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.pacs import free_port
+from appliance.demo.study import write_phantom_study
 from gpu.phantom import PhantomSpec
 
 AOMAS = str(Path(sys.executable).with_name("aomas"))

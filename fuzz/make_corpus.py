@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom import AE, evt
 
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.study import write_phantom_study
 from gpu.phantom import PhantomSpec
 
 CORPUS = Path(__file__).parent / "corpus"

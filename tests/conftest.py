@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appliance.local_pacs import LocalOrthanc, free_port
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.pacs import LocalOrthanc, free_port
+from appliance.demo.study import write_phantom_study
 from dicom.send import probe
 from gpu.phantom import PhantomSpec
 
@@ -216,8 +216,8 @@ def run_outputs(tmp_path_factory) -> dict:
 
     import numpy as np
 
-    from appliance.models import model_record
     from appliance.pipeline import run_pipeline
+    from appliance.registry import model_record
     from appliance.storage import ObjectStore
 
     root = tmp_path_factory.mktemp("outputs")
@@ -300,7 +300,7 @@ class WebApp:
     (made on first use with its role from ``ACCOUNTS``) whose writes carry the CSRF token."""
 
     def __init__(self, root: Path, **overrides):
-        from appliance.accounts import create_user
+        from appliance.access.accounts import create_user
         from appliance.config import load_config
         from appliance.services import build
         from ui.app import create_app

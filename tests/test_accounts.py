@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import accounts, audit
-from appliance.accounts import LoginRefused
+from appliance import audit
+from appliance.access import accounts
+from appliance.access.accounts import LoginRefused
 from appliance.database import connect
 from appliance.exceptions import AomasError
 

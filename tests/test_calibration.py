@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from appliance.evaluation import CALIBRATION_SEEDS, HELD_OUT_SEEDS, TRAIN_SEEDS, fit_calibration
-from appliance.models import load_network, model_card, model_record
 from appliance.pipeline import needs_review
+from appliance.registry import load_network, model_card, model_record
 from gpu import calibration, cone_model
 from gpu.calibration import Calibration
 from gpu.predictor import TorchPredictor

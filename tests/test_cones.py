@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from appliance.evaluation import TRAIN_SEEDS
-from appliance.models import BOOTSTRAP_DIR, load_network, model_record
+from appliance.registry import BOOTSTRAP_DIR, load_network, model_record
 from appliance.storage import sha256_of
 from gpu import cone_model, layer_model
 from gpu.calibration import Calibration, assess, review_tiles

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydicom.filereader import read_file_meta_info
 
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.study import write_phantom_study
 from gpu.phantom import PhantomSpec
 from tests.conftest import need
 

@@ -55,7 +55,7 @@ def fp16_agrees_with_fp32(make_pair) -> None:
 
 
 def test_torch_amp_fp16_matches_fp32():
-    from appliance.models import load_network, model_record
+    from appliance.registry import load_network, model_record
     from gpu.predictor import TorchPredictor
 
     record = model_record()
@@ -69,9 +69,9 @@ def test_torch_amp_fp16_matches_fp32():
 
 
 def test_the_whole_run_on_the_gpu_matches_the_cpu(tmp_path):
-    from appliance.models import model_record
-    from appliance.phantom_study import write_phantom_study
+    from appliance.demo.study import write_phantom_study
     from appliance.pipeline import run_pipeline
+    from appliance.registry import model_record
     from appliance.storage import ObjectStore
 
     write_phantom_study(tmp_path / "study", PhantomSpec(seed=3))
@@ -93,7 +93,7 @@ def test_the_whole_run_on_the_gpu_matches_the_cpu(tmp_path):
 def test_tensorrt_fp16_matches_torch_fp32(tmp_path):
     tensorrt = pytest.importorskip("tensorrt")
     del tensorrt
-    from appliance.models import load_network, model_record
+    from appliance.registry import load_network, model_record
     from gpu.predictor import TensorRTPredictor, TorchPredictor
 
     record = model_record()

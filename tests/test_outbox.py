@@ -14,7 +14,7 @@ from pynetdicom import AE, evt
 from appliance import outbox
 from appliance.config import destination_profile
 from appliance.database import connect
-from appliance.local_pacs import free_port
+from appliance.demo.pacs import free_port
 from tests.conftest import Orthanc
 
 PIXEL_KINDS = {"derived_opt", "enface_isos", "enface_cost"}  # 8/16-bit pixels: compressible

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from appliance.models import model_record
+from appliance.registry import model_record
 from dicom.segmentation import LAYER_LABELS
 from dicom.validity import fitted
 from gpu.layer_model import CLASSES

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pydicom
 
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.study import write_phantom_study
 from gpu.phantom import PhantomSpec, curcio_density_per_mm2, make_phantom
 from tests.conftest import SMALL, need
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.study import write_phantom_study
 from gpu.layers import NoPhotoreceptorLayer, detect_surfaces, normalise
 from gpu.phantom import PhantomSpec
 from gpu.scoring import detrended_rms

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pydicom
 
-from appliance.reviews import reviewed_cones
+from appliance.review.acceptance import reviewed_cones
 from appliance.storage import ObjectStore
 from gpu.cone_model import cone_target
 from tests.conftest import mask_from, need, png_of

@@ -9,7 +9,7 @@ import json
 
 from pydicom import dcmread
 
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.study import write_phantom_study
 from dicom.validity import plain_text
 from gpu.phantom import PhantomSpec
 

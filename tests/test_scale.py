@@ -10,8 +10,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from appliance.models import load_network, model_record
 from appliance.pipeline import needs_review
+from appliance.registry import load_network, model_record
 from gpu import cone_model
 from gpu.phantom import PhantomSpec
 from gpu.phantom_b import FamilyBSpec

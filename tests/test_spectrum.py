@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.models import load_network, model_record
 from appliance.pipeline import needs_review
+from appliance.registry import load_network, model_record
 from gpu import cone_model
 from gpu.cone_model import PEAK_THRESHOLD, cone_target, network_input, peaks
 from gpu.phantom import PhantomSpec

@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ComprehensiveSRStorage, ExplicitVRLittleEndian, generate_uid
 
-from appliance.phantom_study import write_phantom_study
+from appliance.demo.study import write_phantom_study
 from gpu.phantom import PhantomSpec
 from tests.conftest import WebApp
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import requests
 
+from appliance.access.permissions import PERMISSIONS
 from appliance.config import load_config
-from appliance.permissions import PERMISSIONS
 from appliance.services import build
 from tests.conftest import ACCOUNTS, PASSWORD, ReviewBox, mask_from, png_of
 from ui.app import create_app

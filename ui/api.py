@@ -12,9 +12,10 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from flask_wtf.csrf import generate_csrf
 
-from appliance import audit, outbox, reviews, runs, uploads
+from appliance import audit, outbox, runs, uploads
 from appliance.database import write_transaction
 from appliance.exceptions import InvalidInput, NotFound, TransientError
+from appliance.review import acceptance
 from ui import auth, payload
 from ui.openapi import document
 from ui.request import spooled_path
@@ -115,13 +116,13 @@ def accept_review(run_id: str):
 @requires("view_runs")
 def list_reviews(run_id: str):
     runs.require(g.db, run_id)
-    return jsonify(reviews.of_run(g.db, run_id))
+    return jsonify(acceptance.of_run(g.db, run_id))
 
 
 def accept_run_review(run_id: str, comment: str) -> tuple[dict, bool]:
     """The one way the API and the run page accept a review."""
     parts = payload.appliance()
-    return reviews.accept(
+    return acceptance.accept(
         g.db, parts.store, run_id, reviewer=g.user["username"],
         destinations=parts.config.destinations,
         device_serial_number=parts.config.appliance.device_serial_number,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, g, jsonify, request
 
-from appliance import adjudication, labels, tiles
 from appliance.exceptions import InvalidInput, NotPermitted
+from appliance.review import adjudication, labels, tiles
 from ui import payload
 from ui.security import requires
 

@@ -13,7 +13,7 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from appliance import health
-from appliance.accounts import LoginRefused
+from appliance.access.accounts import LoginRefused
 from appliance.exceptions import (
     AomasError,
     Conflict,

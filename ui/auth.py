@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 
-from appliance import accounts, sessions
+from appliance.access import accounts, sessions
 from appliance.exceptions import AomasError
 from ui.security import public, requires
 

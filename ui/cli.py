@@ -12,14 +12,14 @@ import threading
 import click
 
 from appliance import cli as commands
-from appliance import demo
+from appliance.access.commands import user
 from appliance.cli import CONFIG_HELP, wait_for_signal, with_config
 from appliance.config import Config
+from appliance.demo import walkthrough
+from appliance.demo.pacs import LocalOrthanc
 from appliance.exceptions import AomasError
-from appliance.local_pacs import LocalOrthanc
 from appliance.outbox_commands import outbox_group
 from appliance.services import build, start_scp, start_worker
-from appliance.user_commands import user
 from ui.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def serve(config: Config, with_demo: bool) -> None:
     """The whole appliance in one process: SCP + worker + web. Ctrl-C stops it."""
     pacs = None
     if with_demo:
-        config, pacs = demo.start_demo_pacs(config, log=click.echo)
+        config, pacs = walkthrough.start_demo_pacs(config, log=click.echo)
     try:
         appliance = build(config)   # one of each part, shared by all three
         scp = start_scp(appliance)
@@ -74,7 +74,7 @@ def serve(config: Config, with_demo: bool) -> None:
 
 def _demo_then_keep_serving(config: Config, pacs: LocalOrthanc | None) -> None:
     try:
-        demo.run_demo(config, seed=1, timeout=300, log=click.echo, pacs=pacs)
+        walkthrough.run_demo(config, seed=1, timeout=300, log=click.echo, pacs=pacs)
         click.echo("demo done; still serving (Ctrl-C to stop)")
     except AomasError as error:
         click.echo(f"demo failed: {error}", err=True)

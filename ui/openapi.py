@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance import adjudication, tiles
+from appliance.review import adjudication, tiles
 from appliance.runs import STUDY_FIELDS
 from appliance.version import pipeline_version
 

@@ -19,9 +19,10 @@ from flask import (
     url_for,
 )
 
-from appliance import adjudication, audit, case_images, outbox, reviews, runs, tiles
+from appliance import audit, outbox, runs
+from appliance.access.permissions import allowed
 from appliance.exceptions import InvalidInput, NotFound
-from appliance.permissions import allowed
+from appliance.review import acceptance, adjudication, case_images, tiles
 from appliance.storage import ObjectStore
 from ui import payload
 from ui.api import accept_run_review, enqueue_run
@@ -68,7 +69,7 @@ def run_view(run_id: str):
         tiles=[adjudication.tile_as_seen_by(g.db, tile, g.user["username"]) for tile in
                tiles.review_queue(g.db, uncertainty_threshold=-1, limit=tiles.MAX_QUEUE_LIMIT,
                                   include_labelled=True, run_id=run_id)],
-        reviews=reviews.of_run(g.db, run_id))
+        reviews=acceptance.of_run(g.db, run_id))
 
 
 @blueprint.post("/runs/<run_id>/review")

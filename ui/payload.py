@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from flask import current_app, request
 
-from appliance.case_images import png_bytes
 from appliance.exceptions import InvalidInput
+from appliance.review.case_images import png_bytes
 from appliance.services import Appliance
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what SQLite stores

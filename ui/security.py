@@ -30,8 +30,8 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFProtect
 
-from appliance import sessions
-from appliance.permissions import allowed
+from appliance.access import sessions
+from appliance.access.permissions import allowed
 
 csrf = CSRFProtect()
 

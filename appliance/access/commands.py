@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from appliance import accounts
+from appliance.access import accounts
 from appliance.cli import with_config
 from appliance.config import Config
 from appliance.services import open_data_dir

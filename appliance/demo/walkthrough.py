@@ -17,9 +17,9 @@ from pathlib import Path
 
 from appliance import outbox, runs
 from appliance.config import Config, destination_profile
+from appliance.demo.pacs import LocalOrthanc, free_port, orthanc_program
+from appliance.demo.study import write_phantom_study
 from appliance.exceptions import AomasError
-from appliance.local_pacs import LocalOrthanc, free_port, orthanc_program
-from appliance.phantom_study import write_phantom_study
 from appliance.services import open_data_dir
 from dicom.send import dicom_files, send_files
 from gpu.phantom import PhantomSpec

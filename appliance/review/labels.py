@@ -17,10 +17,11 @@ import numpy as np
 import sqlite_utils
 from PIL import Image, UnidentifiedImageError
 
-from appliance import audit, tiles
-from appliance.case_images import png_bytes
+from appliance import audit
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound
+from appliance.review import tiles
+from appliance.review.case_images import png_bytes
 from appliance.storage import ObjectStore
 
 EDIT, ROLLBACK, ADJUDICATION = "edit", "rollback", "adjudication"

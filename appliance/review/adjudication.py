@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from appliance import audit, labels, tiles
+from appliance import audit
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound, NotPermitted
+from appliance.review import labels, tiles
 from appliance.storage import ObjectStore
 
 AWAITING_SECOND_RATING, AWAITING_DECISION, DECIDED = (

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from appliance.case_images import run_arrays
 from appliance.exceptions import NotFound
+from appliance.review.case_images import run_arrays
 from appliance.runs import SUCCEEDED
 from appliance.storage import ObjectStore
 from gpu.calibration import REVIEW_THRESHOLD

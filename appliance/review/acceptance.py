@@ -22,12 +22,13 @@ import pydicom
 import sqlite_utils
 from scipy import ndimage
 
-from appliance import audit, labels, outbox, runs
-from appliance.case_images import run_arrays
+from appliance import audit, outbox, runs
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput
 from appliance.outputs import provenance_for, report_regions, store_outputs
 from appliance.pipeline import REGION_GRID
+from appliance.review import labels
+from appliance.review.case_images import run_arrays
 from appliance.storage import ObjectStore
 from dicom.report import measurement_report
 from dicom.segmentation import cone_seg
