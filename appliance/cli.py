@@ -181,7 +181,7 @@ def runs_list(config: Config, state: str | None, limit: int, study_instance_uid:
                           study_instance_uid=study_instance_uid,
                           accession_number=accession_number)
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps([runs.as_json(run) for run in rows], indent=1))
         return
     click.echo(f"{'run':<34}{'case':>5}  {'state':<10}{'queued':<21}{'accession':<17}"
                f"{'modality':<9}{'acquired':<11}{'study / series instance UID':<66}reason")
@@ -206,18 +206,19 @@ def runs_show(config: Config, run_id: str, as_json: bool) -> None:
     if run is None:
         raise click.ClickException(f"no run {run_id}; `aomas runs list` shows the run ids")
     if as_json:
-        click.echo(json.dumps(run, indent=1))
+        click.echo(json.dumps(runs.as_json(run), indent=1))
         return
     for key in ("run_id", "case_id", "state", "attempts", "reason", "superseded_by"):
         click.echo(f"{key:>18}: {run[key] if run[key] is not None else ''}")
     for key, value in run["study"].items():
         click.echo(f"{key:>18}: {value if value is not None else ''}")
-    review = (run["result"] or {}).get("needs_review")
-    if review is not None:
+    shown = runs.as_json(run)
+    if run["result"] is not None:
+        review = run["result"].needs_review
         click.echo(f"{'needs review':>18}: "
-                   + ("yes: " + "; ".join(review["reasons"]) if review["flag"] else "no"))
-    click.echo(f"{'manifest':>18}: {json.dumps(run['manifest'], sort_keys=True)}")
-    click.echo(f"{'result':>18}: {json.dumps(run['result'], sort_keys=True)}")
+                   + ("yes: " + "; ".join(review.reasons) if review.flag else "no"))
+    click.echo(f"{'manifest':>18}: {json.dumps(shown['manifest'], sort_keys=True)}")
+    click.echo(f"{'result':>18}: {json.dumps(shown['result'], sort_keys=True)}")
 
 
 @click.command()

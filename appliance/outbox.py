@@ -22,6 +22,7 @@ import sqlite_utils
 
 from appliance import audit
 from appliance.database import write_transaction
+from appliance.run_result import Output
 from appliance.storage import ObjectStore
 from dicom import status as dimse
 from dicom.orthanc import upload_files
@@ -51,17 +52,17 @@ def segmentation_types(destinations: Iterable[dict]) -> tuple[str, ...]:
     return tuple(sorted(types))
 
 
-def enqueue(db: sqlite_utils.Database, run_id: str, outputs: list[dict],
+def enqueue(db: sqlite_utils.Database, run_id: str, outputs: Iterable[Output],
             destinations: Iterable[dict], now: float | None = None) -> int:
     """Rows for the run's outputs at every destination that wants them; returns how many new."""
     now = time.time() if now is None else now
-    rows = [{"run_id": run_id, "destination": destination["name"], "kind": output["kind"],
-             "sop_class_uid": output["sop_class_uid"],
-             "sop_instance_uid": output["sop_instance_uid"], "object_sha256": output["sha256"],
+    rows = [{"run_id": run_id, "destination": destination["name"], "kind": output.kind,
+             "sop_class_uid": output.sop_class_uid,
+             "sop_instance_uid": output.sop_instance_uid, "object_sha256": output.sha256,
              "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now,
              "updated_at": now, "last_status": None, "detail": None}
             for destination in destinations for output in outputs
-            if wanted(destination, output["kind"])]
+            if wanted(destination, output.kind)]
     if not rows:
         return 0
     columns = list(rows[0])

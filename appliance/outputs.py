@@ -17,6 +17,7 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
 from appliance.exceptions import InvalidInput
+from appliance.run_result import Output
 from appliance.storage import ObjectStore
 from dicom.derived_opt import derived_opt
 from dicom.enface import enface_image
@@ -25,7 +26,7 @@ from dicom.report import RegionMeasurements, measurement_report
 from dicom.segmentation import cone_seg, layer_seg
 from dicom.validity import object_problems
 from dicom.volume import Volume
-from gpu.quantify import grid_cells
+from gpu.quantify import grid_cells, to_um
 
 
 def provenance_for(run: dict[str, Any], model_entry: dict,
@@ -96,7 +97,7 @@ def _spectral_values(spacing: dict | None) -> dict:
             "spectral_row_spacing_um": spacing["row_spacing_um"]}
 
 
-def store_outputs(objects: list[tuple[str, Dataset]], store: ObjectStore) -> list[dict]:
+def store_outputs(objects: list[tuple[str, Dataset]], store: ObjectStore) -> tuple[Output, ...]:
     """Write each object to the store; what the run records about it."""
     stored = []
     for kind, dataset in objects:
@@ -108,17 +109,16 @@ def store_outputs(objects: list[tuple[str, Dataset]], store: ObjectStore) -> lis
             raise InvalidInput(f"the {kind} output would not be valid DICOM: "
                                f"{'; '.join(problems[:3])}; the source series carries values "
                                "the appliance cannot pass on")
-        stored.append({"kind": kind, "sop_class_uid": str(dataset.SOPClassUID),
-                       "sop_instance_uid": str(dataset.SOPInstanceUID),
-                       "series_instance_uid": str(dataset.SeriesInstanceUID),
-                       "sha256": store.put_bytes(buffer.getvalue()),
-                       "bytes": buffer.tell()})
-    return stored
+        stored.append(Output(kind=kind, sop_class_uid=str(dataset.SOPClassUID),
+                             sop_instance_uid=str(dataset.SOPInstanceUID),
+                             series_instance_uid=str(dataset.SeriesInstanceUID),
+                             sha256=store.put_bytes(buffer.getvalue()), bytes=buffer.tell()))
+    return tuple(stored)
 
 
-def cones_csv(cones_px: np.ndarray, pitch_um: float, lateral_um: float) -> bytes:
+def cones_csv(cones_px: np.ndarray, pixel_um: tuple[float, float]) -> bytes:
     """The per-cone sidecar: one line per cone, on the IS/OS en-face image and in µm."""
     lines = ["row_px,column_px,x_um,y_um"]
-    lines += [f"{row:.2f},{column:.2f},{column * lateral_um:.2f},{row * pitch_um:.2f}"
-              for row, column in cones_px]
+    lines += [f"{row:.2f},{column:.2f},{x:.2f},{y:.2f}"
+              for (row, column), (x, y) in zip(cones_px, to_um(cones_px, pixel_um), strict=True)]
     return ("\n".join(lines) + "\n").encode()

@@ -11,11 +11,12 @@ report) stored for the outbox.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,28 @@ from appliance.outputs import (
 )
 from appliance.qc import snapshot_png
 from appliance.registry import ModelRecord, load_network, model_card, network_module
+from appliance.run_result import (
+    Arrays,
+    Artifacts,
+    Motion,
+    ReviewFlag,
+    ReviewTiles,
+    RunResult,
+    VolumeSummary,
+    build,
+)
 from appliance.storage import ObjectStore
-from dicom.volume import VolumeError, read_volume
+from dicom.volume import Volume, VolumeError, read_volume
 from gpu import cone_model, layer_model
 from gpu.calibration import TILE_PX, Calibration, assess, expected_detection_errors, review_tiles
 from gpu.layers import NoPhotoreceptorLayer
+from gpu.motion import motion_summary
 from gpu.predictor import TensorRTPredictor, TorchPredictor, default_device
 from gpu.preprocess import preprocess
-from gpu.quantify import grid_cells, mosaic_metrics, regional_metrics
+from gpu.quantify import cone_measurements
 from gpu.scale import CANONICAL_PX_PER_CONE, detect
 from gpu.spectrum import DENSITY_TOLERANCE, density_ratio, disagrees, regional_spacing
+from gpu.thickness import layer_measurements, thickness_maps_um
 from gpu.xp import array_module
 
 log = logging.getLogger(__name__)
@@ -116,7 +129,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
                  model: ModelRecord, *, use_gpu: bool = True, predictor_kind: str = "torch",
                  uncertainty_samples: int = 6, segmentation_types: tuple[str, ...] = ("BINARY",),
                  device_serial_number: str = "",
-                 on_stage: Callable[[str], None] = lambda stage: None) -> dict[str, Any]:
+                 on_stage: Callable[[str], None] = lambda stage: None) -> RunResult:
     """Process one run's stored instances; return the result recorded with the run.
     ``on_stage(name)`` is told as each stage begins (the worklist shows it).
 
@@ -126,8 +139,99 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     if run["manifest"]["model"] != model.manifest_entry():
         raise InvalidInput(f"the run names model {run['manifest']['model']} but this worker "
                            f"has {model.manifest_entry()}; resubmit the case")
-    clock = time.perf_counter()
-    on_stage("read_volume")
+    stage = Stages(on_stage)
+    with stage("read_volume"):
+        volume = read_stored_volume(instance_paths)
+        summary = build(VolumeSummary, volume.describe())
+        pixel_um = summary.enface_pixel_um   # an en-face pixel: (B-scan pitch, A-line spacing)
+
+    xp = array_module(prefer_gpu=use_gpu)
+    with stage("preprocess", timed=False):   # it times its own parts, synchronised on a GPU
+        try:
+            prepared = preprocess(volume.voxels, volume.spacing_mm, xp)
+        except NoPhotoreceptorLayer as error:
+            raise InvalidInput(str(error)) from None
+        stage.seconds.update(prepared.seconds)
+    log.info("run %s: preprocessed %s on %s in %.1f s", run["run_id"], volume.voxels.shape,
+             xp.__name__, sum(prepared.seconds.values()))
+
+    with stage("layers"):
+        layer_predictor = make_predictor("layers", predictor_kind, model, store, use_gpu)
+        layer_labels, b_scan_confidence = layer_model.segment(layer_predictor,
+                                                              prepared.corrected)
+        # Two independent readings of the same layers: where they part, a person should look.
+        agreement = layer_model.dice(layer_labels, layer_model.labels_from_surfaces(
+            prepared.surfaces_px, layer_labels.shape[1]))
+
+    with stage("cones"):
+        predictor = make_predictor("cones", predictor_kind, model, store, use_gpu)
+        probability, uncertainty, cones_px, cone_scale = detect(
+            predictor, cone_model.network_input(prepared.enface), pixel_um,
+            uncertainty_samples=max(uncertainty_samples, 1))
+
+    with stage("measurements_and_artifacts"):
+        found = assess(probability, Calibration.from_card(model_card(model)))
+        tiles = review_tiles(found, uncertainty, TILE_PX)
+        thickness = thickness_maps_um(prepared.surfaces_px, summary.axial_um)
+        cones, cone_regions = cone_measurements(cones_px, probability.shape, pixel_um,
+                                                REGION_GRID)
+        layers = layer_measurements(thickness, REGION_GRID, pixel_um)
+        # Model-free: the mosaic's spacing from the en-face spectrum (gpu.spectrum).
+        spectral = regional_spacing(prepared.enface, pixel_um, REGION_GRID)
+        review = needs_review(expected_detection_errors(found), cones["cone_density_per_mm2"],
+                              spectral["field"], cone_scale.as_dict())
+        artifacts = Artifacts(
+            qc_png=store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
+                                                prepared.enface["ISOS"])),
+            preprocessed_npz=store.put_bytes(_npz(
+                prepared, probability, uncertainty, cones_px, thickness,
+                layer_labels=layer_labels, b_scan_confidence=b_scan_confidence)),
+            cones_csv=store.put_bytes(cones_csv(cones_px, pixel_um)))
+
+    # The DICOM outputs, stored for the outbox: derived OPT, en-face images, SEGs, SR.
+    with stage("dicom_outputs"):
+        provenance = provenance_for(run, model.manifest_entry(), device_serial_number)
+        regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers,
+                                 review, spectral)
+        objects = build_outputs(volume, prepared.corrected, prepared.enface, layer_labels,
+                                layer_model.CLASSES[1:], cones_px, regions, provenance,
+                                segmentation_types)
+        outputs = store_outputs(objects, store)
+
+    return RunResult(
+        volume=summary, device="gpu" if xp is not np else "cpu",
+        motion=Motion(**motion_summary(prepared.shifts_px, summary.axial_um,
+                                                  pixel_um[1])),
+        layers=layers,
+        layer_segmentation={
+            "agreement_dice": agreement,
+            "least_confident_b_scans": [int(b) for b in np.argsort(b_scan_confidence)[:5]]},
+        cones=cones, cone_regions=tuple(cone_regions), most_uncertain_tiles=tuple(tiles[:5]),
+        band_contrast=round(prepared.band_contrast, 3),
+        needs_review=build(ReviewFlag, review),
+        artifacts=artifacts, outputs=outputs,
+        stage_seconds={name: round(seconds, 3) for name, seconds in stage.seconds.items()},
+        cone_scale=cone_scale.as_dict(), spectral_spacing=spectral,
+        review_tiles=ReviewTiles(TILE_PX, tuple(probability.shape), tuple(tiles)))
+
+
+class Stages:
+    """The stages of a run: ``on_stage(name)`` as each begins, its seconds when it ends."""
+
+    def __init__(self, on_stage: Callable[[str], None]):
+        self.on_stage = on_stage
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, *, timed: bool = True) -> Iterator[None]:
+        self.on_stage(name)
+        started = time.perf_counter()
+        yield
+        if timed:
+            self.seconds[name] = time.perf_counter() - started
+
+
+def read_stored_volume(instance_paths: list[Path]) -> Volume:
     try:
         volume = read_volume(instance_paths)
     except VolumeError as error:
@@ -135,88 +239,7 @@ def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectS
     except OSError as error:
         raise TransientError(f"a stored instance could not be read ({error})") from None
     check_size(volume.voxels.shape)
-    seconds = {"read_volume": time.perf_counter() - clock}
-
-    xp = array_module(prefer_gpu=use_gpu)
-    on_stage("preprocess")
-    try:
-        prepared = preprocess(volume.voxels, volume.spacing_mm, xp)
-    except NoPhotoreceptorLayer as error:
-        raise InvalidInput(str(error)) from None
-    seconds.update(prepared.seconds)
-    log.info("run %s: preprocessed %s on %s in %.1f s", run["run_id"], volume.voxels.shape,
-             xp.__name__, sum(prepared.seconds.values()))
-    clock = time.perf_counter()
-
-    pitch_um, axial_um, lateral_um = (s * 1000 for s in volume.spacing_mm)
-    on_stage("layers")
-    layer_predictor = make_predictor("layers", predictor_kind, model, store, use_gpu)
-    layer_labels, b_scan_confidence = layer_model.segment(layer_predictor, prepared.corrected)
-    # Two independent readings of the same layers: where they part, a person should look.
-    agreement = layer_model.dice(layer_labels, layer_model.labels_from_surfaces(
-        prepared.surfaces_px, layer_labels.shape[1]))
-    seconds["layers"], clock = time.perf_counter() - clock, time.perf_counter()
-
-    on_stage("cones")
-    predictor = make_predictor("cones", predictor_kind, model, store, use_gpu)
-    probability, uncertainty, cones_px, cone_scale = detect(
-        predictor, cone_model.network_input(prepared.enface), (pitch_um, lateral_um),
-        uncertainty_samples=max(uncertainty_samples, 1))
-    seconds["cones"], clock = time.perf_counter() - clock, time.perf_counter()
-    on_stage("measurements_and_artifacts")
-    cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
-    field_um = (volume.voxels.shape[2] * lateral_um, volume.voxels.shape[0] * pitch_um)
-    found = assess(probability, Calibration.from_card(model_card(model)))
-    tiles = review_tiles(found, uncertainty, TILE_PX)
-    thickness = thickness_maps_um(prepared.surfaces_px, axial_um)
-    cones = mosaic_metrics(cones_um, field_um)
-    cone_regions = regional_metrics(cones_um, field_um, REGION_GRID)
-    layers = layer_measurements(thickness, REGION_GRID, (pitch_um, lateral_um))
-    spectral = regional_spacing(prepared.enface, (pitch_um, lateral_um), REGION_GRID)
-    result = {
-        "volume": volume.describe(),
-        "device": "gpu" if xp is not np else "cpu",
-        "motion": motion_summary(prepared.shifts_px, axial_um, lateral_um),
-        "layers": layers,
-        "layer_segmentation": {
-            "agreement_dice": agreement,
-            "least_confident_b_scans": [int(b) for b in np.argsort(b_scan_confidence)[:5]]},
-        "cones": cones,
-        "cone_regions": cone_regions,
-        "cone_scale": cone_scale.as_dict(),
-        "most_uncertain_tiles": tiles[:5],
-        # Every tile, for the review queue (appliance.review.tiles records them with the run).
-        "review_tiles": {"tile_px": TILE_PX, "enface_shape": list(probability.shape),
-                         "tiles": tiles},
-        "band_contrast": round(prepared.band_contrast, 3),
-        # Model-free: the mosaic's spacing from the en-face spectrum (gpu.spectrum).
-        "spectral_spacing": spectral,
-        "needs_review": needs_review(expected_detection_errors(found),
-                                     cones["cone_density_per_mm2"], spectral["field"],
-                                     cone_scale.as_dict()),
-        "artifacts": {
-            "qc_png": store.put_bytes(snapshot_png(prepared.corrected, prepared.surfaces_px,
-                                                   prepared.enface["ISOS"])),
-            "preprocessed_npz": store.put_bytes(_npz(
-                prepared, probability, uncertainty, cones_px, tiles, thickness,
-                layer_labels=layer_labels, b_scan_confidence=b_scan_confidence)),
-            "cones_csv": store.put_bytes(cones_csv(cones_px, pitch_um, lateral_um)),
-        },
-    }
-    seconds["measurements_and_artifacts"], clock = time.perf_counter() - clock, time.perf_counter()
-
-    # The DICOM outputs, stored for the outbox: derived OPT, en-face images, SEGs, SR.
-    on_stage("dicom_outputs")
-    provenance = provenance_for(run, model.manifest_entry(), device_serial_number)
-    regions = report_regions(probability.shape, REGION_GRID, cones, cone_regions, layers,
-                             result["needs_review"], spectral)
-    objects = build_outputs(volume, prepared.corrected, prepared.enface, layer_labels,
-                            layer_model.CLASSES[1:], cones_px, regions, provenance,
-                            segmentation_types)
-    result["outputs"] = store_outputs(objects, store)
-    seconds["dicom_outputs"] = time.perf_counter() - clock
-    result["stage_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    return result
+    return volume
 
 
 def make_predictor(network: str, kind: str, model: ModelRecord, store: ObjectStore,
@@ -242,48 +265,14 @@ def check_size(shape: tuple[int, ...]) -> None:
             f"{a_lines} A-lines; need at least {MIN_B_SCANS} x {MIN_DEPTH_PX} x {MIN_A_LINES}")
 
 
-def motion_summary(shifts_px: np.ndarray, axial_um: float, lateral_um: float) -> dict:
-    axial, lateral = shifts_px[:, 0] * axial_um, shifts_px[:, 1] * lateral_um
-    return {"axial_rms_um": round(float(np.sqrt(np.mean(axial ** 2))), 3),
-            "lateral_rms_um": round(float(np.sqrt(np.mean(lateral ** 2))), 3),
-            "axial_max_abs_um": round(float(np.abs(axial).max()), 3),
-            "lateral_max_abs_um": round(float(np.abs(lateral).max()), 3)}
-
-
-THICKNESS_SPANS = {"inner_segment_um": ("ELM", "ISOS"),
-                   "outer_segment_length_um": ("ISOS", "COST"), "rpe_um": ("RPE", "BM")}
-
-
-def thickness_maps_um(surfaces_px: dict[str, np.ndarray], axial_um: float) -> dict:
-    """Thickness of each layer between its surfaces, (b_scans, a_lines) in micrometres; the
-    sub-pixel surfaces measure finer than counting labelled pixels could."""
-    return {name: (surfaces_px[bottom] - surfaces_px[top]) * axial_um
-            for name, (top, bottom) in THICKNESS_SPANS.items()}
-
-
-def layer_measurements(thickness: dict[str, np.ndarray], grid: tuple[int, int],
-                       pixel_um: tuple[float, float]) -> dict:
-    """Mean of each thickness map over the whole field and over the same grid (columns x rows)
-    of regions as the cone measurements; ``pixel_um`` is (B-scan pitch, A-line spacing)."""
-    shape = next(iter(thickness.values())).shape
-    regions = []
-    for row, column, b, a in grid_cells(shape, grid):
-        origin_um = [a.start * pixel_um[1], b.start * pixel_um[0]]
-        regions.append({"row": row, "column": column, "origin_um": origin_um,
-                        **{name: round(float(m[b, a].mean()), 3)
-                           for name, m in thickness.items()}})
-    return {**{name: round(float(m.mean()), 3) for name, m in thickness.items()},
-            "regions": regions}
-
-
-def _npz(prepared, probability, uncertainty, cones_px, tiles, thickness, **arrays) -> bytes:
-    arrays = {"shifts_px": prepared.shifts_px, "cone_probability": probability,
-              "cone_uncertainty": uncertainty, "cones_px": cones_px,
-              "tiles": np.array([[t["row_px"], t["column_px"], t["mean_uncertainty"]]
-                                 for t in tiles]), **arrays,
-              **{f"thickness_{k}": v for k, v in thickness.items()},
-              **{f"surface_{k}_px": v for k, v in prepared.surfaces_px.items()},
-              **{f"enface_{k}": v for k, v in prepared.enface.items()}}
+def _npz(prepared, probability, uncertainty, cones_px, thickness, *, layer_labels,
+         b_scan_confidence) -> bytes:
+    arrays = {Arrays.SHIFTS_PX: prepared.shifts_px, Arrays.CONE_PROBABILITY: probability,
+              Arrays.CONE_UNCERTAINTY: uncertainty, Arrays.CONES_PX: cones_px,
+              Arrays.LAYER_LABELS: layer_labels, Arrays.B_SCAN_CONFIDENCE: b_scan_confidence,
+              **{Arrays.thickness(k): v for k, v in thickness.items()},
+              **{Arrays.surface(k): v for k, v in prepared.surfaces_px.items()},
+              **{Arrays.enface(k): v for k, v in prepared.enface.items()}}
     buffer = io.BytesIO()
     # What np.load reads, written at deflate level 1: a third of the time of numpy's
     # savez_compressed (level 6) on a 512³ label map, for a slightly larger file.

@@ -17,6 +17,7 @@ import sqlite_utils
 from appliance import audit
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound
+from appliance.run_result import RunResult
 from appliance.version import pipeline_version
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
@@ -141,11 +142,12 @@ def record_stage(db: sqlite_utils.Database, run_id: str, worker: str, stage: str
                "AND worker = ?", [stage, time.time(), run_id, RUNNING, worker])
 
 
-def succeed(db: sqlite_utils.Database, run_id: str, worker: str, result: dict[str, Any]) -> bool:
+def succeed(db: sqlite_utils.Database, run_id: str, worker: str, result: RunResult) -> bool:
     cursor = db.execute(
         "UPDATE runs SET state = ?, finished_at = ?, result = ?, reason = NULL, "
         "lease_expires_at = NULL WHERE run_id = ? AND state = ? AND worker = ?",
-        [SUCCEEDED, time.time(), json.dumps(result, sort_keys=True), run_id, RUNNING, worker])
+        [SUCCEEDED, time.time(), json.dumps(result.to_json(), sort_keys=True), run_id, RUNNING,
+         worker])
     return cursor.rowcount == 1
 
 
@@ -179,8 +181,13 @@ def requeue(db: sqlite_utils.Database, run_id: str, *, delay_seconds: float,
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     run = {key: value for key, value in row.items() if not key.startswith("study_")}
     return {**run, "manifest": json.loads(row["manifest"]),
-            "result": json.loads(row["result"]) if row["result"] else None,
+            "result": RunResult.from_json(json.loads(row["result"])) if row["result"] else None,
             "study": {name: row[f"study_{name}"] for name in STUDY_FIELDS}}
+
+
+def as_json(run: dict[str, Any]) -> dict[str, Any]:
+    """A run as the API and ``--json`` show it: the result as it is stored."""
+    return {**run, "result": run["result"].to_json() if run["result"] else None}
 
 
 def retry(db: sqlite_utils.Database, run_id: str, *, actor: str) -> dict[str, Any]:

@@ -74,10 +74,8 @@ class Worker:
             with write_transaction(db):
                 succeeded = runs.succeed(db, run_id, self.identity, result)
                 if succeeded:
-                    outbox.enqueue(db, run_id, result["outputs"], self.config.destinations)
-                    review = result["review_tiles"]
-                    tiles.record(db, run_id, run["case_id"], review["tiles"], review["tile_px"],
-                                 tuple(review["enface_shape"]))
+                    outbox.enqueue(db, run_id, result.outputs, self.config.destinations)
+                    tiles.record(db, run_id, run["case_id"], result.review_tiles)
             if succeeded:
                 log.info("run %s: SUCCEEDED", run_id)
                 self._outputs_waiting.set()

@@ -129,7 +129,7 @@ def whole_runs(size: str) -> None:
         # The first GPU run pays for the CUDA context, cuDNN and FFT plans: timed on its own.
         for label, use_gpu in (("gpu cold", True), ("gpu", True), ("cpu", False)):
             start = time.perf_counter()
-            results[label] = run_pipeline(run, paths, store, record, use_gpu=use_gpu)
+            results[label] = run_pipeline(run, paths, store, record, use_gpu=use_gpu).to_json()
             wall[label] = time.perf_counter() - start
     print(f"\nWhole run (DICOM files → result) on {size}, seconds:")
     stages = list(results["cpu"]["stage_seconds"])

@@ -167,3 +167,12 @@ def shift_b_scans(volume, shifts_px, axis: int, xp: ModuleType, ndimage: ModuleT
 
 def _cpu(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def motion_summary(shifts_px: np.ndarray, axial_um: float, lateral_um: float) -> dict:
+    """RMS and largest absolute shift per axis, in micrometres, of (b_scans, 2) shifts."""
+    axial, lateral = shifts_px[:, 0] * axial_um, shifts_px[:, 1] * lateral_um
+    return {"axial_rms_um": round(float(np.sqrt(np.mean(axial ** 2))), 3),
+            "lateral_rms_um": round(float(np.sqrt(np.mean(lateral ** 2))), 3),
+            "axial_max_abs_um": round(float(np.abs(axial).max()), 3),
+            "lateral_max_abs_um": round(float(np.abs(lateral).max()), 3)}

@@ -13,6 +13,27 @@ import numpy as np
 from scipy.spatial import KDTree, Voronoi
 
 
+def to_um(points_px, pixel_um: tuple[float, float]) -> np.ndarray:
+    """En-face (row, column) pixel positions as (x, y) micrometres, the order every
+    measurement here takes; ``pixel_um`` is a pixel's (row, column) size: (B-scan pitch, A-line
+    spacing). The one place a cone's pixels become micrometres."""
+    points = np.asarray(points_px, float).reshape(-1, 2)
+    return np.column_stack([points[:, 1] * pixel_um[1], points[:, 0] * pixel_um[0]])
+
+
+def field_size_um(shape: tuple[int, int], pixel_um: tuple[float, float]) -> tuple[float, float]:
+    """(width, height) in micrometres of an en-face image of ``shape`` (rows, columns)."""
+    return shape[1] * pixel_um[1], shape[0] * pixel_um[0]
+
+
+def cone_measurements(cones_px: np.ndarray, shape: tuple[int, int],
+                      pixel_um: tuple[float, float],
+                      grid: tuple[int, int]) -> tuple[dict, list[dict]]:
+    """``mosaic_metrics`` of cones found on an en-face image, for the field and each region."""
+    points_um, field_um = to_um(cones_px, pixel_um), field_size_um(shape, pixel_um)
+    return mosaic_metrics(points_um, field_um), regional_metrics(points_um, field_um, grid)
+
+
 def mosaic_metrics(points_um: np.ndarray, field_um: tuple[float, float]) -> dict:
     """``points_um`` is (n, 2) as (x, y); ``field_um`` is (width, height) from (0, 0)."""
     width, height = field_um

@@ -228,14 +228,17 @@ def run_outputs(tmp_path_factory) -> dict:
            "manifest": {"model": record.manifest_entry(),
                         "pipeline": {"package": "0.1.0", "commit": "abc"}}}
     stages: list[str] = []
-    result = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"),
-                          on_stage=stages.append)
-    again = run_pipeline(run, paths, store, record, segmentation_types=("BINARY", "LABELMAP"))
+    run_result = run_pipeline(run, paths, store, record,
+                              segmentation_types=("BINARY", "LABELMAP"), on_stage=stages.append)
+    # "result" as the worker stores it (JSON); "run_result" as readers get it back.
+    result = run_result.to_json()
+    again = run_pipeline(run, paths, store, record,
+                         segmentation_types=("BINARY", "LABELMAP")).to_json()
     objects = {o["kind"]: store.path_for(o["sha256"]) for o in result["outputs"]}
     npz = np.load(io.BytesIO(store.path_for(result["artifacts"]["preprocessed_npz"])
                              .read_bytes()))
-    return {"result": result, "again": again, "objects": objects, "npz": npz,
-            "store": store, "run_id": run["run_id"], "stages": stages}
+    return {"result": result, "run_result": run_result, "again": again, "objects": objects,
+            "npz": npz, "store": store, "run_id": run["run_id"], "stages": stages}
 
 
 class Orthanc(LocalOrthanc):

@@ -78,8 +78,8 @@ def test_the_whole_run_on_the_gpu_matches_the_cpu(tmp_path):
     paths = sorted((tmp_path / "study" / "dicom").glob("*.dcm"))
     record, store = model_record(), ObjectStore(tmp_path / "data")
     run = {"run_id": "gpu-test", "manifest": {"model": record.manifest_entry()}}
-    cpu = run_pipeline(run, paths, store, record, use_gpu=False)
-    gpu = run_pipeline(run, paths, store, record, use_gpu=True)
+    cpu = run_pipeline(run, paths, store, record, use_gpu=False).to_json()
+    gpu = run_pipeline(run, paths, store, record, use_gpu=True).to_json()
     assert (cpu["device"], gpu["device"]) == ("cpu", "gpu")
     for key in ("axial_rms_um", "lateral_rms_um"):
         assert abs(cpu["motion"][key] - gpu["motion"][key]) < 0.01, key

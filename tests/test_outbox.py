@@ -34,7 +34,7 @@ def deliver(db, run_outputs, destination: dict, now: float) -> dict[str, int]:
 
 
 def enqueue(db, run_outputs, destination: dict) -> int:
-    return outbox.enqueue(db, run_outputs["run_id"], run_outputs["result"]["outputs"],
+    return outbox.enqueue(db, run_outputs["run_id"], run_outputs["run_result"].outputs,
                           [destination], now=NOW)
 
 

@@ -71,7 +71,7 @@ def list_runs():
 @blueprint.get("/runs/<run_id>")
 @requires("view_runs")
 def get_run(run_id: str):
-    return jsonify(runs.require(g.db, run_id))
+    return jsonify(runs.as_json(runs.require(g.db, run_id)))
 
 
 @blueprint.post("/runs")
@@ -168,13 +168,14 @@ def enqueue_run(run_id: str) -> None:
 
 def run_summary(run: dict) -> dict:
     """What a worklist row needs; the full result is at /api/v1/runs/<id>."""
-    result = run.get("result") or {}
+    result = run.get("result")
     return {key: run.get(key) for key in ("run_id", "case_id", "state", "attempts", "queued_at",
                                           "started_at", "finished_at", "reason", "superseded_by",
                                           "stage", "stage_started_at", "study")
-            } | {"stage_seconds": result.get("stage_seconds", {}),
-                 "cone_density_per_mm2": (result.get("cones") or {}).get("cone_density_per_mm2"),
-                 "needs_review": (result.get("needs_review") or {}).get("reasons")}
+            } | {"stage_seconds": result.stage_seconds if result else {},
+                 "cone_density_per_mm2": result.cones.get("cone_density_per_mm2")
+                 if result else None,
+                 "needs_review": list(result.needs_review.reasons) if result else None}
 
 
 # -- outbox and audit --------------------------------------------------------------------------

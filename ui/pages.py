@@ -23,6 +23,7 @@ from appliance import audit, outbox, runs
 from appliance.access.permissions import allowed
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.review import acceptance, adjudication, case_images, tiles
+from appliance.run_result import Arrays
 from appliance.storage import ObjectStore
 from ui import payload
 from ui.api import accept_run_review, enqueue_run
@@ -63,7 +64,7 @@ def run_view(run_id: str):
         "run.html", run=run, result=run["result"] or {},
         map_ranges={name: (low, high) for name, (_, low, high) in _maps(run).items()}
         if drawable else {},
-        b_scans=run["result"]["volume"]["shape"][0] if drawable else 0,
+        b_scans=run["result"].volume.shape[0] if drawable else 0,
         density_cell_px=case_images.DENSITY_CELL_PX,
         manifest=json.dumps(run["manifest"], indent=2, sort_keys=True),
         tiles=[adjudication.tile_as_seen_by(g.db, tile, g.user["username"]) for tile in
@@ -87,7 +88,7 @@ def run_accept_review(run_id: str):
 def run_qc_png(run_id: str):
     run = _with_result(run_id)
     store: ObjectStore = payload.appliance().store
-    path = store.path_for(run["result"]["artifacts"]["qc_png"])
+    path = store.path_for(run["result"].artifacts.qc_png)
     return Response(path.read_bytes(), mimetype="image/png")
 
 
@@ -98,7 +99,8 @@ def run_image(run_id: str, name: str):
     run = _with_result(run_id)
     if name == "enface":
         arrays = _arrays(run)
-        png = case_images.enface_with_cones(arrays["enface_ISOS"], arrays["cones_px"])
+        png = case_images.enface_with_cones(arrays[Arrays.enface("ISOS")],
+                                            arrays[Arrays.CONES_PX])
     elif name in ("density", "thickness"):
         values, low, high = _maps(run)[name]
         png = case_images.heat_map(values, low, high)
@@ -112,12 +114,12 @@ def run_image(run_id: str, name: str):
 def run_b_scan(run_id: str, frame: int):
     """Corrected B-scan ``frame`` (from 0) with the layer surfaces drawn over it."""
     run, store = _with_result(run_id), payload.appliance().store
-    derived = next(o for o in run["result"]["outputs"] if o["kind"] == "derived_opt")
-    volume = case_images.corrected_volume(store, derived["sha256"])
+    derived = run["result"].output("derived_opt")
+    volume = case_images.corrected_volume(store, derived.sha256)
     if not 0 <= frame < len(volume):
         raise NotFound(f"run {run_id} has B-scans 0 to {len(volume) - 1}")
     arrays = _arrays(run)
-    surfaces = {name: arrays[f"surface_{name}_px"] for name in case_images.SURFACE_COLOURS}
+    surfaces = {name: arrays[Arrays.surface(name)] for name in case_images.SURFACE_COLOURS}
     return Response(case_images.png_bytes(
         case_images.draw_surfaces(volume[frame], surfaces, frame)), mimetype="image/png")
 
@@ -131,12 +133,12 @@ def _with_result(run_id: str) -> dict:
 
 def _arrays(run: dict) -> case_images.RunArrays:
     return case_images.run_arrays(payload.appliance().store,
-                                  run["result"]["artifacts"]["preprocessed_npz"])
+                                  run["result"].artifacts.preprocessed_npz)
 
 
 def _maps(run: dict) -> dict[str, tuple[np.ndarray, float, float]]:
     # The page prints the same ends of the colour scales as the legend.
-    return case_images.maps(_arrays(run), run["result"]["volume"]["spacing_mm"])
+    return case_images.maps(_arrays(run), run["result"].volume.enface_pixel_um)
 
 
 @blueprint.post("/runs/<run_id>/retry")

@@ -69,7 +69,7 @@ def run_demo(config: Config, *, seed: int, timeout: float, log: Callable[[str], 
     deadline = time.monotonic() + timeout
     run = _wait_for_run(db, truth["series_instance_uid"], deadline)
     log(f"run {run['run_id']}: {run['state']}" + (f" ({run['reason']})" if run["reason"] else ""))
-    log(json.dumps(run["result"], indent=1, sort_keys=True))
+    log(json.dumps(runs.as_json(run)["result"], indent=1, sort_keys=True))
     if run["state"] != runs.SUCCEEDED:
         raise AomasError(f"the demo run failed: {run['reason']}")
     rows = _wait_for_delivery(db, run["run_id"], deadline)

@@ -29,11 +29,12 @@ from appliance.outputs import provenance_for, report_regions, store_outputs
 from appliance.pipeline import REGION_GRID
 from appliance.review import labels
 from appliance.review.case_images import run_arrays
+from appliance.run_result import Arrays, RunResult
 from appliance.storage import ObjectStore
 from dicom.report import measurement_report
 from dicom.segmentation import cone_seg
 from gpu.cone_model import cone_target
-from gpu.quantify import mosaic_metrics, regional_metrics
+from gpu.quantify import cone_measurements
 
 MAX_COMMENT_CHARS = 2000
 
@@ -83,17 +84,15 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
     if previous is not None and previous["label_versions"] == versions:
         return previous, False
 
-    result = run["result"]
-    arrays = run_arrays(store, result["artifacts"]["preprocessed_npz"])
-    model_cones_px, shape = arrays["cones_px"], arrays["enface_ISOS"].shape
+    result: RunResult = run["result"]
+    arrays = run_arrays(store, result.artifacts.preprocessed_npz)
+    model_cones_px, shape = arrays[Arrays.CONES_PX], arrays[Arrays.enface("ISOS")].shape
     cones_px = reviewed_cones(model_cones_px, shape, [
         (tile, labels.mask_of(db, store, tile, tile["head_version"])) for tile in edited])
-    pitch_um, _, lateral_um = (s * 1000 for s in result["volume"]["spacing_mm"])
-    cones_um = np.column_stack([cones_px[:, 1] * lateral_um, cones_px[:, 0] * pitch_um])
-    field_um = (shape[1] * lateral_um, shape[0] * pitch_um)
-    measurements = {"cones": mosaic_metrics(cones_um, field_um),
-                    "cone_regions": regional_metrics(cones_um, field_um, REGION_GRID),
-                    "layers": result["layers"], "model_cone_count": int(len(model_cones_px))}
+    cones, cone_regions = cone_measurements(cones_px, shape, result.volume.enface_pixel_um,
+                                            REGION_GRID)
+    measurements = {"cones": cones, "cone_regions": cone_regions, "layers": result.layers,
+                    "model_cone_count": int(len(model_cones_px))}
 
     number = (previous["review_number"] if previous else 0) + 1
     accepted_at = time.time()
@@ -101,20 +100,20 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
         provenance_for(run, run["manifest"]["model"], device_serial_number),
         review_number=number, reviewed_by=reviewer,
         created_at=dt.datetime.fromtimestamp(accepted_at, dt.UTC))
-    stored = {o["kind"]: o for o in result["outputs"]}
-    isos = _read(store, stored["enface_isos"])
+    stored = {output.kind: output for output in result.outputs}
+    isos = _read(store, stored["enface_isos"].sha256)
     seg = cone_seg(cones_px, isos, provenance)
     # The other objects are evidence only: their identifiers, not their pixels.
-    evidence = [_read(store, stored[kind], pixels=False)
+    evidence = [_read(store, stored[kind].sha256, pixels=False)
                 for kind in ("derived_opt", "layer_seg") if kind in stored]
+    previous_output = (previous or {}).get("report_output")
+    previous_report = previous_output["sha256"] if previous_output else stored["report"].sha256
     report = measurement_report(
         # The spectrum is the image's, not the cones': a review leaves it as the run found it.
-        report_regions(shape, REGION_GRID, measurements["cones"],
-                       measurements["cone_regions"], result["layers"],
-                       spectral=result.get("spectral_spacing")),
+        report_regions(shape, REGION_GRID, cones, cone_regions, result.layers,
+                       spectral=result.spectral_spacing),
         isos, [*evidence, seg], provenance,
-        previous_report=_read(store, (previous or {}).get("report_output") or stored["report"],
-                              pixels=False))
+        previous_report=_read(store, previous_report, pixels=False))
     outputs = store_outputs([("cone_seg", seg), ("report", report)], store)
 
     with write_transaction(db):
@@ -123,7 +122,7 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
         row = {"run_id": run_id, "review_number": number, "accepted_by": reviewer,
                "accepted_at": accepted_at, "comment": comment,
                "label_versions": json.dumps(versions), "measurements": json.dumps(measurements),
-               "outputs": json.dumps(outputs)}
+               "outputs": json.dumps([dataclasses.asdict(output) for output in outputs])}
         row["review_id"] = db["reviews"].insert(row).last_pk
         queued = outbox.enqueue(db, run_id, outputs, destinations, now=accepted_at)
         audit.record(db, actor=reviewer, action="review.accept", object_kind="run",
@@ -154,8 +153,8 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     return review
 
 
-def _read(store: ObjectStore, output: dict, *, pixels: bool = True) -> pydicom.Dataset:
-    return pydicom.dcmread(store.path_for(output["sha256"]), stop_before_pixels=not pixels)
+def _read(store: ObjectStore, sha256: str, *, pixels: bool = True) -> pydicom.Dataset:
+    return pydicom.dcmread(store.path_for(sha256), stop_before_pixels=not pixels)
 
 
 def _inside(mask: np.ndarray, points_px: np.ndarray) -> np.ndarray:

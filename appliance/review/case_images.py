@@ -18,6 +18,7 @@ import pydicom
 from PIL import Image
 from scipy import ndimage
 
+from appliance.run_result import Arrays
 from appliance.storage import ObjectStore
 
 SURFACE_COLOURS = {"ELM": (80, 200, 255), "ISOS": (0, 255, 0), "COST": (255, 200, 0),
@@ -92,14 +93,14 @@ def cone_density_map(cones_px: np.ndarray, shape: tuple[int, int],
     return ndimage.zoom(density, cell_px, order=0)[: shape[0], : shape[1]]
 
 
-def maps(arrays: RunArrays, spacing_mm: list[float],
+def maps(arrays: RunArrays, pixel_um: tuple[float, float],
          ) -> dict[str, tuple[np.ndarray, float, float]]:
     """The cone density and outer-segment length maps, each with the ends of its colour scale
-    (2nd and 98th percentile, so one outlier does not wash a map out)."""
-    pitch_um, _, lateral_um = (v * 1000 for v in spacing_mm)
-    values = {"density": cone_density_map(arrays["cones_px"], arrays["enface_ISOS"].shape,
-                                          (pitch_um, lateral_um)),
-              "thickness": arrays["thickness_outer_segment_length_um"]}
+    (2nd and 98th percentile, so one outlier does not wash a map out); ``pixel_um`` is an
+    en-face pixel's (row, column) size."""
+    values = {"density": cone_density_map(arrays[Arrays.CONES_PX],
+                                          arrays[Arrays.enface("ISOS")].shape, pixel_um),
+              "thickness": arrays[Arrays.thickness("outer_segment_length_um")]}
     ranged = {}
     for name, map_values in values.items():
         low, high = (float(v) for v in np.nanpercentile(map_values, [2, 98]))

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from appliance.exceptions import NotFound
 from appliance.review.case_images import run_arrays
+from appliance.run_result import Arrays, ReviewTiles, json_path
 from appliance.runs import SUCCEEDED
 from appliance.storage import ObjectStore
 from gpu.calibration import REVIEW_THRESHOLD
@@ -35,18 +36,18 @@ MAX_QUEUE_LIMIT = 500
 UNCERTAINTY_DISPLAY_MAX = 0.5
 
 
-def record(db: sqlite_utils.Database, run_id: str, case_id: int, tiles: list[dict],
-           tile_px: int, enface_shape: tuple[int, int]) -> int:
-    """Add one row per tile of a finished run; call inside the run's SUCCEEDED transaction."""
+def record(db: sqlite_utils.Database, run_id: str, case_id: int, review: ReviewTiles) -> int:
+    """Add one row per tile of a finished run, the tiles' only record; call inside the run's
+    SUCCEEDED transaction."""
     now = time.time()
     rows = [{"run_id": run_id, "case_id": case_id, "row_px": t["row_px"],
              "column_px": t["column_px"],
-             "height_px": min(tile_px, enface_shape[0] - t["row_px"]),
-             "width_px": min(tile_px, enface_shape[1] - t["column_px"]),
+             "height_px": min(review.tile_px, review.enface_shape[0] - t["row_px"]),
+             "width_px": min(review.tile_px, review.enface_shape[1] - t["column_px"]),
              "mean_uncertainty": t["mean_uncertainty"],
              "error_probability": t.get("error_probability"), "head_version": 0,
              "created_at": now}
-            for t in tiles]
+            for t in review.tiles]
     db["tiles"].insert_all(rows, ignore=True)  # a re-recorded run keeps its tiles and labels
     return len(rows)
 
@@ -97,8 +98,8 @@ class TileImages:
 def images(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any]) -> TileImages:
     # One field of the run's result, not the whole JSON: this is on every tile fetch.
     npz_sha256 = db.execute(
-        "SELECT json_extract(result, '$.artifacts.preprocessed_npz') FROM runs "
-        "WHERE run_id = ?", [tile["run_id"]]).fetchone()[0]
+        f"SELECT json_extract(result, '{json_path('artifacts', 'preprocessed_npz')}') "
+        "FROM runs WHERE run_id = ?", [tile["run_id"]]).fetchone()[0]
     enface, model_mask, uncertainty = _run_arrays(store, npz_sha256)
     rows = slice(tile["row_px"], tile["row_px"] + tile["height_px"])
     columns = slice(tile["column_px"], tile["column_px"] + tile["width_px"])
@@ -109,10 +110,10 @@ def images(db: sqlite_utils.Database, store: ObjectStore, tile: dict[str, Any]) 
 def _run_arrays(store: ObjectStore, npz_sha256: str) -> tuple[np.ndarray, ...]:
     # Content-addressed, so a cached entry can never go stale.
     arrays = run_arrays(store, npz_sha256)
-    enface = arrays["enface_ISOS"].astype(np.float32)
+    enface = arrays[Arrays.enface("ISOS")].astype(np.float32)
     # One contrast scale per run, so that tiles of a case compare by eye.
     low, high = np.percentile(enface, [0.5, 99.5])
     enface = np.clip((enface - low) / max(float(high - low), 1e-6), 0, 1)
-    uncertainty = arrays["cone_uncertainty"].astype(np.float32)
-    model_mask = cone_target(enface.shape, arrays["cones_px"]) > 0
+    uncertainty = arrays[Arrays.CONE_UNCERTAINTY].astype(np.float32)
+    model_mask = cone_target(enface.shape, arrays[Arrays.CONES_PX]) > 0
     return enface, model_mask, uncertainty
