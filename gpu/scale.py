@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from gpu.cone_model import centroids
 from gpu.predictor import Predictor
-from gpu.quantify import mosaic_metrics
+from gpu.quantify import field_size_um, mosaic_metrics, to_um
 from gpu.spectrum import (
     DENSITY_TOLERANCE,
     ring_candidates,
@@ -154,6 +154,5 @@ def _maps(predictor: Predictor, image: np.ndarray, samples: int):
 def _density(centres: np.ndarray, shape: tuple[int, int],
              pixel_um: tuple[float, float]) -> float | None:
     """Density as the run measures it (gpu.quantify), of (row, column) centres."""
-    points_um = np.column_stack([centres[:, 1] * pixel_um[1], centres[:, 0] * pixel_um[0]])
-    field_um = (shape[1] * pixel_um[1], shape[0] * pixel_um[0])
-    return mosaic_metrics(points_um, field_um)["cone_density_per_mm2"]
+    return mosaic_metrics(to_um(centres, pixel_um),
+                          field_size_um(shape, pixel_um))["cone_density_per_mm2"]

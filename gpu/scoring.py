@@ -16,7 +16,7 @@ from gpu import calibration, layer_model
 from gpu.calibration import REVIEW_THRESHOLD, TILE_PX, Calibration, Candidates
 from gpu.cone_model import PEAK_THRESHOLD, centroids
 from gpu.predictor import Predictor
-from gpu.quantify import match_detections, matched, mosaic_metrics
+from gpu.quantify import field_size_um, match_detections, matched, mosaic_metrics, to_um
 from gpu.spectrum import density_ratio, disagrees, mosaic_spacing
 
 if TYPE_CHECKING:
@@ -90,12 +90,12 @@ def score_cone_map(probability: np.ndarray, sample: PhantomSample) -> dict:
     detected = centroids(probability)
     shape = sample.target.shape
     truth, found = _inside(sample.truth_px, shape), _inside(detected, shape)
-    to_um = np.array(sample.pixel_um)
-    field = ((shape[1] - 2 * BORDER_PX) * to_um[1], (shape[0] - 2 * BORDER_PX) * to_um[0])
-    true_metrics = mosaic_metrics(_xy_um(truth, to_um), field)
-    found_metrics = mosaic_metrics(_xy_um(found, to_um), field)
+    pixel_um = sample.pixel_um
+    field = field_size_um((shape[0] - 2 * BORDER_PX, shape[1] - 2 * BORDER_PX), pixel_um)
+    true_metrics = mosaic_metrics(to_um(truth, pixel_um), field)
+    found_metrics = mosaic_metrics(to_um(found, pixel_um), field)
     radius = MATCH_RADIUS_NND * true_metrics["nnd_mean_um"]
-    match = match_detections(_xy_um(found, to_um), _xy_um(truth, to_um), radius)
+    match = match_detections(to_um(found, pixel_um), to_um(truth, pixel_um), radius)
     density_error = ((found_metrics["cone_density_per_mm2"] or 0)
                      / true_metrics["cone_density_per_mm2"] - 1)
     return {**_scored_row(sample, match, true_metrics, found_metrics, density_error),
@@ -151,11 +151,6 @@ def _inside(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return points[_inside_mask(points, shape)] - BORDER_PX
 
 
-def _xy_um(points_px: np.ndarray, to_um: np.ndarray) -> np.ndarray:
-    """(row, column) pixels → (x, y) micrometres."""
-    return np.column_stack([points_px[:, 1] * to_um[1], points_px[:, 0] * to_um[0]])
-
-
 def candidate_labels(probability: np.ndarray, sample: PhantomSample) -> dict:
     """The probability map's candidates (see ``calibration``) against the truth: each
     candidate's peak probability and whether it is a true cone, and each scored tile's
@@ -166,15 +161,15 @@ def candidate_labels(probability: np.ndarray, sample: PhantomSample) -> dict:
     keep = _inside_mask(centres, shape)
     centres, peak = centres[keep], peak[keep]
     truth = sample.truth_px[_inside_mask(sample.truth_px, shape)]
-    to_um = np.array(sample.pixel_um)
-    field = ((shape[1] - 2 * BORDER_PX) * to_um[1], (shape[0] - 2 * BORDER_PX) * to_um[0])
-    radius = MATCH_RADIUS_NND * mosaic_metrics(_xy_um(truth, to_um), field)["nnd_mean_um"]
+    pixel_um = sample.pixel_um
+    field = field_size_um((shape[0] - 2 * BORDER_PX, shape[1] - 2 * BORDER_PX), pixel_um)
+    radius = MATCH_RADIUS_NND * mosaic_metrics(to_um(truth, pixel_um), field)["nnd_mean_um"]
     detected = peak > PEAK_THRESHOLD
     # Detections are matched first; the candidates below threshold then to the cones left.
-    detection_correct, truth_found = matched(_xy_um(centres[detected], to_um),
-                                             _xy_um(truth, to_um), radius)
-    below_is_cone, _ = matched(_xy_um(centres[~detected], to_um),
-                               _xy_um(truth[~truth_found], to_um), radius)
+    detection_correct, truth_found = matched(to_um(centres[detected], pixel_um),
+                                             to_um(truth, pixel_um), radius)
+    below_is_cone, _ = matched(to_um(centres[~detected], pixel_um),
+                               to_um(truth[~truth_found], pixel_um), radius)
     is_cone = np.zeros(len(centres), bool)
     is_cone[detected], is_cone[~detected] = detection_correct, below_is_cone
     tiles = (-(-shape[0] // TILE_PX), -(-shape[1] // TILE_PX))
