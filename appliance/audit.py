@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance.limits import MAX_ROWS_LISTED
+
 
 def record(db: sqlite_utils.Database, *, actor: str, action: str, object_kind: str,
            object_id: str, detail: dict[str, Any] | None = None) -> None:
@@ -42,5 +44,6 @@ def search(db: sqlite_utils.Database, *, actor: str = "", action: str = "",
         where.append("id < ?")
         params.append(before_id)
     rows = db["audit_events"].rows_where(" AND ".join(where) or None, params or None,
-                                         order_by="id desc", limit=max(1, min(limit, 1000)))
+                                         order_by="id desc",
+                                         limit=max(1, min(limit, MAX_ROWS_LISTED)))
     return [{**row, "detail": json.loads(row["detail"])} for row in rows]

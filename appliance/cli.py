@@ -167,7 +167,7 @@ def runs_group() -> None:
 
 
 @runs_group.command(name="list")
-@click.option("--state", type=click.Choice([runs.QUEUED, runs.RUNNING, *runs.FINISHED]))
+@click.option("--state", type=click.Choice(runs.STATES))
 @click.option("--limit", default=50, show_default=True)
 @click.option("--study", "study_instance_uid", help="Only runs of this Study Instance UID.")
 @click.option("--accession", "accession_number", help="Only runs of this accession number.")

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from appliance.exceptions import ConfigurationError
+from dicom.segmentation import BINARY, SEGMENTATION_TYPES
 
 
 @dataclass(frozen=True)
@@ -241,9 +242,9 @@ def destination_profile(table: dict, path: Path | None = None) -> dict:
         raise ConfigurationError(f"{path}: every [[destinations]] entry needs a name")
     if kind == "orthanc" and "url" not in table:
         raise ConfigurationError(f"{path}: destination '{table['name']}' needs a url")
-    if table.get("segmentation", "BINARY") not in ("BINARY", "LABELMAP"):
+    if table.get("segmentation", BINARY) not in SEGMENTATION_TYPES:
         raise ConfigurationError(f"{path}: destination '{table['name']}' segmentation must be "
-                                 "'BINARY' or 'LABELMAP'")
+                                 f"one of {', '.join(SEGMENTATION_TYPES)}")
     if table.get("transfer_syntax", "uncompressed") not in TRANSFER_SYNTAX_NAMES:
         raise ConfigurationError(f"{path}: destination '{table['name']}' transfer_syntax must "
                                  f"be one of {', '.join(TRANSFER_SYNTAX_NAMES)}")
@@ -253,7 +254,7 @@ def destination_profile(table: dict, path: Path | None = None) -> dict:
                                  f"object kind(s) {sorted(unknown_kinds)}; known: "
                                  f"{', '.join(OUTPUT_KINDS)}")
     return {"kind": kind, "ae_title": "PACS", "host": "127.0.0.1", "port": 4242,
-            "objects": list(OUTPUT_KINDS), "segmentation": "BINARY",
+            "objects": list(OUTPUT_KINDS), "segmentation": BINARY,
             "transfer_syntax": "uncompressed", "username": "", "password_file": "", **table}
 
 

@@ -26,6 +26,7 @@ from appliance.run_result import Output
 from appliance.storage import ObjectStore
 from dicom import status as dimse
 from dicom.orthanc import upload_files
+from dicom.segmentation import BINARY, LABELMAP
 from dicom.send import SendResult, send_files
 from dicom.transfer_syntax import TRANSFER_SYNTAXES
 
@@ -39,16 +40,15 @@ MAX_BACKOFF_SECONDS = 3600.0
 def wanted(destination: dict, kind: str) -> bool:
     """Does this destination take outputs of ``kind`` (layer SEGs: of its segmentation type)?"""
     if kind == "layer_seg_labelmap":
-        return "layer_seg" in destination["objects"] and \
-            destination["segmentation"] == "LABELMAP"
-    if kind == "layer_seg" and destination["segmentation"] == "LABELMAP":
+        return "layer_seg" in destination["objects"] and destination["segmentation"] == LABELMAP
+    if kind == "layer_seg" and destination["segmentation"] == LABELMAP:
         return False
     return kind in destination["objects"]
 
 
 def segmentation_types(destinations: Iterable[dict]) -> tuple[str, ...]:
     """Which layer SEG types the runs must write for these destinations (BINARY at least)."""
-    types = {"BINARY"} | {d["segmentation"] for d in destinations}
+    types = {BINARY} | {d["segmentation"] for d in destinations}
     return tuple(sorted(types))
 
 

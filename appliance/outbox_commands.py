@@ -19,8 +19,7 @@ def outbox_group() -> None:
 
 
 @outbox_group.command(name="list")
-@click.option("--state", type=click.Choice([outbox.PENDING, outbox.SENT, outbox.WARNING,
-                                            outbox.DEAD]))
+@click.option("--state", type=click.Choice(outbox.STATES))
 @click.option("--json", "as_json", is_flag=True)
 @with_config
 def outbox_list(config: Config, state: str | None, as_json: bool) -> None:

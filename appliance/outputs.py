@@ -23,7 +23,7 @@ from dicom.derived_opt import derived_opt
 from dicom.enface import enface_image
 from dicom.provenance import Provenance
 from dicom.report import RegionMeasurements, measurement_report
-from dicom.segmentation import cone_seg, layer_seg
+from dicom.segmentation import BINARY, cone_seg, layer_seg
 from dicom.validity import object_problems
 from dicom.volume import Volume
 from gpu.quantify import grid_cells, to_um
@@ -44,7 +44,7 @@ def provenance_for(run: dict[str, Any], model_entry: dict,
 def build_outputs(volume: Volume, corrected: np.ndarray, enface: dict[str, np.ndarray],
                   layer_labels: np.ndarray, layer_names: tuple[str, ...], cones_px: np.ndarray,
                   regions: list[RegionMeasurements], provenance: Provenance,
-                  segmentation_types: tuple[str, ...] = ("BINARY",)) -> list[tuple[str, Dataset]]:
+                  segmentation_types: tuple[str, ...] = (BINARY,)) -> list[tuple[str, Dataset]]:
     """(kind, dataset) for every output of a run, LABELMAP layer SEGs as ``layer_seg_labelmap``."""
     derived = derived_opt(corrected, volume, provenance)
     isos = enface_image(enface["ISOS"], "ISOS", derived, provenance)
@@ -52,7 +52,7 @@ def build_outputs(volume: Volume, corrected: np.ndarray, enface: dict[str, np.nd
     objects: list[tuple[str, Dataset]] = [("derived_opt", derived), ("enface_isos", isos),
                                           ("enface_cost", cost)]
     for segmentation_type in segmentation_types:
-        kind = "layer_seg" if segmentation_type == "BINARY" else "layer_seg_labelmap"
+        kind = "layer_seg" if segmentation_type == BINARY else "layer_seg_labelmap"
         objects.append((kind, layer_seg(layer_labels, layer_names, derived, provenance,
                                         segmentation_type)))
     objects.append(("cone_seg", cone_seg(cones_px, isos, provenance)))

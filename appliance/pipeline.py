@@ -43,6 +43,7 @@ from appliance.run_result import (
     build,
 )
 from appliance.storage import ObjectStore
+from dicom.segmentation import BINARY
 from dicom.volume import Volume, VolumeError, read_volume
 from gpu import cone_model, layer_model
 from gpu.calibration import TILE_PX, Calibration, assess, expected_detection_errors, review_tiles
@@ -127,7 +128,7 @@ def run_checks() -> dict:
 
 def run_pipeline(run: dict[str, Any], instance_paths: list[Path], store: ObjectStore,
                  model: ModelRecord, *, use_gpu: bool = True, predictor_kind: str = "torch",
-                 uncertainty_samples: int = 6, segmentation_types: tuple[str, ...] = ("BINARY",),
+                 uncertainty_samples: int = 6, segmentation_types: tuple[str, ...] = (BINARY,),
                  device_serial_number: str = "",
                  on_stage: Callable[[str], None] = lambda stage: None) -> RunResult:
     """Process one run's stored instances; return the result recorded with the run.

@@ -160,6 +160,10 @@ class RunResult:
             spectral_spacing=document.get("spectral_spacing"))
 
 
+# The fields of the stored result (``to_json``), for the API's document.
+RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(RunResult) if f.name != "review_tiles")
+
+
 def json_path(*names: str) -> str:
     """SQLite's JSON path to a field of ``RunResult.to_json()``, checked against the
     declaration (so a renamed field fails here, not as a silent NULL in a query)."""

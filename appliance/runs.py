@@ -21,6 +21,7 @@ from appliance.run_result import RunResult
 from appliance.version import pipeline_version
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
 FINISHED = (SUCCEEDED, FAILED)
 
 
@@ -107,8 +108,8 @@ def list_runs(db: sqlite_utils.Database, state: str | None = None, limit: int = 
               study_instance_uid: str | None = None,
               accession_number: str | None = None) -> list[dict[str, Any]]:
     """The newest runs first, of one state, study or accession number if given."""
-    if state and state not in (QUEUED, RUNNING, *FINISHED):
-        raise InvalidInput(f"state must be one of {', '.join((QUEUED, RUNNING, *FINISHED))}")
+    if state and state not in STATES:
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}")
     conditions = [(column, value) for column, value in (
         ("runs.state", state), ("series.study_instance_uid", study_instance_uid),
         ("series.accession_number", accession_number)) if value]

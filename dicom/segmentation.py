@@ -18,14 +18,17 @@ from dicom import codes
 from dicom.provenance import MANUFACTURER, MODEL_NAME, Provenance
 from dicom.validity import fitted
 
-SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+# The SEG types the appliance writes, by highdicom's names (FRACTIONAL: no use for it here).
+BINARY = hd.seg.SegmentationTypeValues.BINARY.value
+LABELMAP = hd.seg.SegmentationTypeValues.LABELMAP.value
+SEGMENTATION_TYPES = (BINARY, LABELMAP)
 CONE_RADIUS_PX = 1.0   # each cone centre drawn as a disc this size in the cone SEG
 LAYER_LABELS = {"inner_segment": "Inner segments", "outer_segment": "Outer segments",
                 "rpe": "RPE"}
 
 
 def layer_seg(labels: np.ndarray, layer_names: tuple[str, ...], derived: Dataset,
-              provenance: Provenance, segmentation_type: str = "BINARY") -> hd.seg.Segmentation:
+              provenance: Provenance, segmentation_type: str = BINARY) -> hd.seg.Segmentation:
     """``labels`` (b_scans, depth, a_lines): 0 background, i the layer ``layer_names[i - 1]``."""
     descriptions = [
         _segment(number, LAYER_LABELS[name], codes.LAYER_SLABS[name], provenance)
@@ -35,7 +38,7 @@ def layer_seg(labels: np.ndarray, layer_names: tuple[str, ...], derived: Dataset
 
 
 def cone_seg(cones_px: np.ndarray, enface: Dataset, provenance: Provenance,
-             segmentation_type: str = "BINARY") -> hd.seg.Segmentation:
+             segmentation_type: str = BINARY) -> hd.seg.Segmentation:
     """Cone centres (row, column) on ``enface`` as one class segment."""
     mask = np.zeros((enface.Rows, enface.Columns), bool)
     centres = np.rint(cones_px).astype(int).reshape(-1, 2)
@@ -75,7 +78,7 @@ def _segmentation(sources, pixel_array, descriptions, kind: str, label: str,
         raise ValueError(f"segmentation type must be one of {SEGMENTATION_TYPES}, "
                          f"not {segmentation_type!r}")
     # LABELMAP is a different SOP class: its own UID, so a destination may hold both.
-    suffix = "" if segmentation_type == "BINARY" else "-labelmap"
+    suffix = "" if segmentation_type == BINARY else "-labelmap"
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=pixel_array, segmentation_type=segmentation_type,
         segment_descriptions=descriptions,

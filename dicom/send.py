@@ -12,6 +12,7 @@ from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import build_context
 
+from dicom.sop_classes import VERIFICATION_SOP_CLASS
 from dicom.tcp import set_tcp_nodelay
 from dicom.transfer_syntax import encoded
 
@@ -110,7 +111,7 @@ def probe(host: str, port: int, *, called_ae: str = "AOMAS",
     """'accepted' (C-ECHO answered), 'rejected' (association refused) or 'unreachable'."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.network_timeout = 5
-    ae.add_requested_context("1.2.840.10008.1.1")
+    ae.add_requested_context(VERIFICATION_SOP_CLASS)
     assoc = ae.associate(host, port, ae_title=called_ae)
     if assoc.is_rejected:
         return "rejected"

@@ -9,6 +9,7 @@ from pydicom.uid import (
     RLELossless,
     SecondaryCaptureImageStorage,
 )
+from pynetdicom.sop_class import Verification
 
 ACCEPTED_SOP_CLASSES: dict[str, str] = {
     OphthalmicTomographyImageStorage: "Ophthalmic Tomography Image",
@@ -27,4 +28,4 @@ ACCEPTED_TRANSFER_SYNTAXES: list[str] = [
     RLELossless,
 ]
 
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+VERIFICATION_SOP_CLASS = str(Verification)  # pynetdicom's UID, not retyped

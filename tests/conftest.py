@@ -332,7 +332,12 @@ class WebApp:
 
 
 @pytest.fixture
-def web_app(tmp_path: Path) -> WebApp:
+def web_app(tmp_path: Path, monkeypatch) -> WebApp:
+    # Accounts are made and logged in per test: a cheap scrypt keeps that quick (the
+    # appliance's own cost is tested in tests/test_accounts.py).
+    from appliance.access import accounts
+
+    monkeypatch.setattr(accounts, "SCRYPT", {"n": 2**4, "r": 8, "p": 1})
     return WebApp(tmp_path)
 
 

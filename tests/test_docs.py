@@ -24,7 +24,7 @@ FORBIDDEN = {
     "gpu": {"appliance", "ui", "dicom", "pydicom", "pynetdicom", "highdicom", "huey",
             "sqlite_utils", "flask"},
     "appliance": {"ui", "flask", "werkzeug", "waitress"},
-    "ui": {"gpu", "pynetdicom", "torch", "cupy"},
+    "ui": {"gpu", "dicom", "pynetdicom", "pydicom", "highdicom", "torch", "cupy"},
 }
 
 

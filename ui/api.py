@@ -15,6 +15,7 @@ from flask_wtf.csrf import generate_csrf
 from appliance import audit, outbox, runs, uploads
 from appliance.database import write_transaction
 from appliance.exceptions import InvalidInput, NotFound, TransientError
+from appliance.limits import MAX_RUNS_LISTED
 from appliance.review import acceptance
 from ui import auth, payload
 from ui.openapi import document
@@ -62,7 +63,7 @@ def openapi():
 def list_runs():
     limit = payload.query_number("limit", int, 50)
     found = runs.list_runs(g.db, state=request.args.get("state") or None,
-                           limit=max(1, min(limit, 500)),
+                           limit=max(1, min(limit, MAX_RUNS_LISTED)),
                            study_instance_uid=request.args.get("study_instance_uid") or None,
                            accession_number=request.args.get("accession_number") or None)
     return jsonify([run_summary(r) for r in found])

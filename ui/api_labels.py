@@ -8,6 +8,7 @@ import numpy as np
 from flask import Blueprint, g, jsonify, request
 
 from appliance.exceptions import InvalidInput, NotPermitted
+from appliance.limits import MAX_ROWS_LISTED
 from appliance.review import adjudication, labels, tiles
 from ui import payload
 from ui.security import requires
@@ -94,7 +95,7 @@ def _version_answer(version: dict, created: bool):
 def list_adjudications():
     limit = payload.query_number("limit", int, 200)
     rows = adjudication.listing(g.db, request.args.get("state") or None,
-                                limit=max(1, min(limit, 1000)))
+                                limit=max(1, min(limit, MAX_ROWS_LISTED)))
     return jsonify([adjudication.as_seen_by(g.db, row, g.user["username"]) for row in rows])
 
 

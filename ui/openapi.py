@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.review import adjudication, tiles
+from appliance import outbox, runs
+from appliance.limits import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_ROWS_LISTED,
+    MAX_RUNS_LISTED,
+    MAX_TEXT_CHARS,
+    MAX_UID_CHARS,
+)
+from appliance.review import adjudication, labels, tiles
+from appliance.run_result import RESULT_FIELDS
 from appliance.runs import STUDY_FIELDS
 from appliance.version import pipeline_version
 
@@ -52,9 +61,18 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
-                   "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                   "schema": {"type": "string", "minLength": 1,
+                              "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
                    "description": "The same key again returns the version made the first time."}
 LABEL_VERSION = {"$ref": "#/components/schemas/LabelVersion"}
+ACCOUNT = {"$ref": "#/components/schemas/Account"}
+RUN_DETAIL = {"$ref": "#/components/schemas/Run"}
+REVIEW = {"$ref": "#/components/schemas/Review"}
+TILE = {"$ref": "#/components/schemas/Tile"}
+OUTBOX_ROW = {"$ref": "#/components/schemas/OutboxRow"}
+AUDIT_EVENT = {"$ref": "#/components/schemas/AuditEvent"}
+NUMBER_OR_NULL, INTEGER_OR_NULL = {"type": ["number", "null"]}, {"type": ["integer", "null"]}
+STRING_OR_NULL = {"type": ["string", "null"]}
 ADJUDICATION = {"$ref": "#/components/schemas/Adjudication"}
 RUN = {"$ref": "#/components/schemas/RunSummary"}
 
@@ -70,17 +88,19 @@ def document() -> dict[str, Any]:
                          "username": {"type": "string"}, "role": {"type": "string"},
                          "csrf_token": {"type": "string"}})),
                          "401": _answer("refused", ERROR), "422": _answer("no JSON", ERROR)}},
+            # 204 carries no body, so no schema.
             "delete": {"summary": "Log out", "responses": {"204": _answer("logged out"),
                                                            **_errors()}}},
         "/api/v1/me": {"get": {"summary": "The session's account and CSRF token",
-                               "responses": {"200": _answer("the account"), **_errors()}}},
+                               "responses": {"200": _answer("the account", ACCOUNT), **_errors()}}},
         "/api/v1/runs": {
             "get": {"summary": "Runs, newest first", "parameters": [
                 _query("state", {"type": "string",
-                                 "enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]},
+                                 "enum": list(runs.STATES)},
                        "only runs in this state"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "at most"),
-                _query("study_instance_uid", {"type": "string", "maxLength": 64},
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_LISTED},
+                       "at most"),
+                _query("study_instance_uid", {"type": "string", "maxLength": MAX_UID_CHARS},
                        "only runs of this study"),
                 _query("accession_number", {"type": "string", "maxLength": 16},
                        "only runs of this accession number")],
@@ -108,7 +128,7 @@ def document() -> dict[str, Any]:
                 **_errors(400)}}},
         "/api/v1/runs/{run_id}": {"get": {
             "summary": "One run with manifest and result", "parameters": [_path_id("run_id")],
-            "responses": {"200": _answer("the run"), **_errors(404)}}},
+            "responses": {"200": _answer("the run", RUN_DETAIL), **_errors(404)}}},
         "/api/v1/runs/{run_id}/retry": {"post": {
             "summary": "Queue a failed run again", "parameters": [_path_id("run_id")],
             "responses": {"200": _answer("queued", RUN), **_errors(400, 404, 409)}}},
@@ -118,9 +138,10 @@ def document() -> dict[str, Any]:
                        "(admin, clinician)",
             "parameters": [_path_id("run_id")],
             "requestBody": _json_body(_object({"comment": {"type": "string",
-                                                           "maxLength": 2000}})),
-            "responses": {"201": _answer("the accepted review"),
-                          "200": _answer("no label changed since the last review; that one"),
+                                                           "maxLength": MAX_TEXT_CHARS}})),
+            "responses": {"201": _answer("the accepted review", REVIEW),
+                          "200": _answer("no label changed since the last review; that one",
+                                         REVIEW),
                           **_errors(400, 404, 409, 422)}}},
         "/api/v1/runs/{run_id}/reviews": {"get": {
             "summary": "The run's accepted reviews, oldest first",
@@ -136,11 +157,18 @@ def document() -> dict[str, Any]:
                                  "maximum": tiles.MAX_QUEUE_LIMIT},
                        f"default {tiles.DEFAULT_QUEUE_LIMIT}"),
                 _query("include_labelled", {"type": "boolean"}, "also tiles already labelled")],
-            "responses": {"200": _answer("the queue"), **_errors(422)}}},
+            "responses": {"200": _answer("the queue", _object({
+                "uncertainty_threshold": {"type": "number"}, "limit": {"type": "integer"},
+                "tiles": {"type": "array", "items": TILE}},
+                ["uncertainty_threshold", "limit", "tiles"])), **_errors(422)}}},
         "/api/v1/tiles/{tile_id}": {"get": {
             "summary": "A tile with its en-face, mask (current version) and uncertainty PNGs",
             "parameters": [_path_id("tile_id", "integer")],
-            "responses": {"200": _answer("the tile"), **_errors(404)}}},
+            "responses": {"200": _answer("the tile", {"allOf": [TILE, _object({"images": _object(
+                {name: {"type": "string", "contentEncoding": "base64",
+                        "contentMediaType": "image/png"}
+                 for name in ("enface_png", "mask_png", "uncertainty_png")})}, ["images"])]}),
+                **_errors(404)}}},
         "/api/v1/tiles/{tile_id}/labels": {"get": {
             "summary": "The tile's label versions, the model's as version 0",
             "parameters": [_path_id("tile_id", "integer")],
@@ -156,7 +184,7 @@ def document() -> dict[str, Any]:
                                  "description": "the version the edit started from"},
                 "mask_png": {"type": "string", "contentEncoding": "base64",
                              "description": "PNG of the tile's size; non-zero = cone"},
-                "comment": {"type": "string", "maxLength": 2000}},
+                "comment": {"type": "string", "maxLength": MAX_TEXT_CHARS}},
                 ["tile_id", "base_version", "mask_png"])),
             "responses": {"201": _answer("the new version", LABEL_VERSION),
                           "200": _answer("made before with this Idempotency-Key",
@@ -167,7 +195,7 @@ def document() -> dict[str, Any]:
             "parameters": [IDEMPOTENCY_KEY],
             "requestBody": _json_body(_object({
                 "tile_id": {"type": "integer"}, "target_version": {"type": "integer"},
-                "comment": {"type": "string", "maxLength": 2000}},
+                "comment": {"type": "string", "maxLength": MAX_TEXT_CHARS}},
                 ["tile_id", "target_version"])),
             "responses": {"201": _answer("the new version", LABEL_VERSION),
                           "200": _answer("made before with this Idempotency-Key",
@@ -177,7 +205,8 @@ def document() -> dict[str, Any]:
             "summary": "Tiles flagged for adjudication, oldest waiting first",
             "parameters": [_query("state", {"type": "string", "enum": list(
                 adjudication.STATES)}, "only in this state"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most")],
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_ROWS_LISTED},
+                       "at most")],
             "responses": {"200": _answer("adjudications", {"type": "array",
                                                            "items": ADJUDICATION}),
                           **_errors(422)}}},
@@ -185,11 +214,13 @@ def document() -> dict[str, Any]:
             "get": {"summary": "The tile's open (else latest) adjudication, or null; a blind "
                                "rater sees only its state",
                     "parameters": [_path_id("tile_id", "integer")],
-                    "responses": {"200": _answer("the adjudication"), **_errors(404)}},
+                    "responses": {"200": _answer("the adjudication; null when there is none",
+                                                 {"anyOf": [ADJUDICATION, {"type": "null"}]}),
+                                  **_errors(404)}},
             "post": {"summary": "Flag the tile's current version for a blind second opinion",
                      "parameters": [_path_id("tile_id", "integer")],
                      "requestBody": _json_body(_object({"reason": {
-                         "type": "string", "maxLength": 2000}})),
+                         "type": "string", "maxLength": MAX_TEXT_CHARS}})),
                      "responses": {"201": _answer("flagged", ADJUDICATION),
                                    **_errors(400, 404, 409, 422)}}},
         "/api/v1/tiles/{tile_id}/adjudication/rating": {"post": {
@@ -207,33 +238,40 @@ def document() -> dict[str, Any]:
             "parameters": [_path_id("tile_id", "integer")],
             "requestBody": _json_body(_object({
                 "choice": {"type": "string", "enum": list(adjudication.CHOICES)},
-                "comment": {"type": "string", "maxLength": 2000}}, ["choice"])),
+                "comment": {"type": "string", "maxLength": MAX_TEXT_CHARS}}, ["choice"])),
             "responses": {"201": _answer("the reference version", LABEL_VERSION),
                           **_errors(400, 404, 409, 422)}}},
         "/api/v1/outbox": {"get": {
             "summary": "Outputs to deliver, per destination (admin)",
             "parameters": [_query("state", {"type": "string",
-                                            "enum": ["pending", "sent", "warning", "dead"]},
+                                            "enum": list(outbox.STATES)},
                                   "only rows in this state")],
-            "responses": {"200": _answer("rows"), **_errors(422)}}},
+            "responses": {"200": _answer("rows", {"type": "array", "items": OUTBOX_ROW}),
+                          **_errors(422)}}},
         "/api/v1/outbox/retry": {"post": {
             "summary": "Send dead or waiting outputs again now (admin)",
             "requestBody": _json_body(_object({
                 "ids": {"type": "array", "items": {"type": "integer"}},
                 "run_id": {"type": "string"}, "destination": {"type": "string"}})),
-            "responses": {"200": _answer("how many rows were requeued"),
+            "responses": {"200": _answer("how many rows were requeued",
+                                         _object({"requeued": {"type": "integer"}},
+                                                 ["requeued"])),
                           **_errors(400, 422)}}},
         "/api/v1/audit": {"get": {
             "summary": "The audit log, newest first (admin)",
             "parameters": [_query(name, {"type": "string"}, f"exact {name}")
                            for name in ("actor", "object_kind", "object_id")] + [
                 _query("action", {"type": "string"}, "action prefix, e.g. label."),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_ROWS_LISTED},
+                       "at most"),
                 _query("before_id", {"type": "integer"}, "page: events older than this id")],
-            "responses": {"200": _answer("events"), **_errors(422)}}},
+            "responses": {"200": _answer("events", {"type": "array", "items": AUDIT_EVENT}),
+                          **_errors(422)}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document",
-                                         "responses": {"200": _answer("OpenAPI 3.1"),
-                                                       **_errors()}}},
+                                         "responses": {"200": _answer("OpenAPI 3.1", _object(
+                                             {"openapi": {"type": "string"},
+                                              "paths": {"type": "object"}},
+                                             ["openapi", "paths"])), **_errors()}}},
     }
     return {
         "openapi": "3.1.0",
@@ -260,11 +298,50 @@ def document() -> dict[str, Any]:
                     "study": _object({
                         name: {"type": ["string", "null"]} for name in STUDY_FIELDS},
                         list(STUDY_FIELDS))}, ["run_id", "state", "study"]),
+                "Account": _object({"username": {"type": "string"},
+                                    "role": {"type": "string"},
+                                    "csrf_token": {"type": "string"}},
+                                   ["username", "role", "csrf_token"]),
+                "Run": {"allOf": [RUN, _object({
+                    "manifest": {"type": "object"},
+                    # The stored run result: the fields appliance.run_result declares.
+                    "result": {"type": ["object", "null"], "properties": {
+                        name: {} for name in RESULT_FIELDS}}}, ["manifest", "result"])]},
+                "Review": _object({
+                    "review_id": {"type": "integer"}, "run_id": {"type": "string"},
+                    "review_number": {"type": "integer"}, "accepted_by": {"type": "string"},
+                    "accepted_at": {"type": "number"}, "comment": STRING_OR_NULL,
+                    "label_versions": {"type": "object"}, "measurements": {"type": "object"},
+                    "outputs": {"type": "array", "items": {"type": "object"}},
+                    "report_output": {"type": ["object", "null"]}},
+                    ["review_id", "run_id", "review_number", "accepted_by"]),
+                "Tile": _object({
+                    "tile_id": {"type": "integer"}, "run_id": {"type": "string"},
+                    "case_id": {"type": "integer"}, "row_px": {"type": "integer"},
+                    "column_px": {"type": "integer"}, "height_px": {"type": "integer"},
+                    "width_px": {"type": "integer"}, "mean_uncertainty": {"type": "number"},
+                    "error_probability": NUMBER_OR_NULL, "head_version": INTEGER_OR_NULL,
+                    "reference_version": INTEGER_OR_NULL, "blind": {"type": "boolean"}},
+                    ["tile_id", "run_id", "row_px", "column_px"]),
+                "OutboxRow": _object({
+                    "id": {"type": "integer"}, "run_id": {"type": "string"},
+                    "destination": {"type": "string"}, "kind": STRING_OR_NULL,
+                    "sop_instance_uid": {"type": "string"},
+                    "state": {"type": "string", "enum": list(outbox.STATES)},
+                    "attempts": {"type": "integer"}, "next_attempt_at": NUMBER_OR_NULL,
+                    "last_status": STRING_OR_NULL, "detail": STRING_OR_NULL},
+                    ["id", "run_id", "destination", "state"]),
+                "AuditEvent": _object({
+                    "id": {"type": "integer"}, "at": {"type": "number"},
+                    "actor": {"type": "string"}, "action": {"type": "string"},
+                    "object_kind": STRING_OR_NULL, "object_id": STRING_OR_NULL,
+                    "detail": {"type": ["object", "null"]}},
+                    ["id", "at", "actor", "action"]),
                 "LabelVersion": _object({
                     "label_id": {"type": ["integer", "null"]}, "tile_id": {"type": "integer"},
                     "version": {"type": "integer"}, "author": {"type": "string"},
                     "kind": {"type": "string",
-                             "enum": ["model", "edit", "rollback", "adjudication"]},
+                             "enum": list(labels.KINDS)},
                     "source_version": {"type": ["integer", "null"]},
                     "added_px": {"type": "integer"}, "removed_px": {"type": "integer"},
                     "diff": {"type": "string"}}, ["tile_id", "version", "kind"]),

@@ -22,6 +22,7 @@ from flask import (
 from appliance import audit, outbox, runs
 from appliance.access.permissions import allowed
 from appliance.exceptions import InvalidInput, NotFound
+from appliance.limits import MAX_TEXT_CHARS
 from appliance.review import acceptance, adjudication, case_images, tiles
 from appliance.run_result import Arrays
 from appliance.storage import ObjectStore
@@ -39,6 +40,12 @@ def permissions():
             and allowed(g.user["role"], permission)}
 
 
+@blueprint.app_context_processor
+def limits():
+    """The same text limit in every form as the API checks (appliance.limits)."""
+    return {"MAX_TEXT_CHARS": MAX_TEXT_CHARS}
+
+
 @blueprint.app_template_filter("utc")
 def utc(epoch: float | None) -> str:
     """Seconds since 1970 as a UTC time a person reads; the appliance stores UTC throughout."""
@@ -52,7 +59,8 @@ def utc(epoch: float | None) -> str:
 def worklist():
     state = request.args.get("state") or None
     return render_template("worklist.html", runs=runs.list_runs(g.db, state=state, limit=100),
-                           state=state or "", deliveries=outbox.summary(g.db))
+                           state=state or "", run_states=runs.STATES,
+                           deliveries=outbox.summary(g.db))
 
 
 @blueprint.get("/runs/<run_id>")

@@ -25,6 +25,7 @@ from scipy import ndimage
 from appliance import audit, outbox, runs
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput
+from appliance.limits import MAX_TEXT_CHARS
 from appliance.outputs import provenance_for, report_regions, store_outputs
 from appliance.pipeline import REGION_GRID
 from appliance.review import labels
@@ -35,8 +36,6 @@ from dicom.report import measurement_report
 from dicom.segmentation import cone_seg
 from gpu.cone_model import cone_target
 from gpu.quantify import cone_measurements
-
-MAX_COMMENT_CHARS = 2000
 
 
 def reviewed_cones(model_cones_px: np.ndarray, shape: tuple[int, int],
@@ -64,8 +63,8 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
            comment: str = "") -> tuple[dict[str, Any], bool]:
     """Accept the run's review as it stands; return (review, created). Accepting again with
     no label changed since answers with the last review."""
-    if len(comment) > MAX_COMMENT_CHARS:
-        raise InvalidInput(f"a comment is limited to {MAX_COMMENT_CHARS} characters")
+    if len(comment) > MAX_TEXT_CHARS:
+        raise InvalidInput(f"a comment is limited to {MAX_TEXT_CHARS} characters")
     run = runs.require(db, run_id)
     if run["state"] != runs.SUCCEEDED or run["superseded_by"]:
         raise Conflict(f"run {run_id} is {run['state'].lower()}"

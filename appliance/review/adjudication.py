@@ -22,6 +22,7 @@ import sqlite_utils
 from appliance import audit
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound, NotPermitted
+from appliance.limits import MAX_TEXT_CHARS
 from appliance.review import labels, tiles
 from appliance.storage import ObjectStore
 
@@ -30,7 +31,6 @@ AWAITING_SECOND_RATING, AWAITING_DECISION, DECIDED = (
 STATES = (AWAITING_SECOND_RATING, AWAITING_DECISION, DECIDED)
 # What an adjudicator may keep: one rater's mask, or both combined.
 CHOICES = ("first", "second", "union", "intersection")
-MAX_REASON_CHARS = 2000
 # All a blind rater learns of an adjudication: whose version it is, and who flagged it, would
 # tell them whose work they are checking.
 SHOWN_WHEN_BLIND = ("adjudication_id", "tile_id", "state", "flagged_at", "run_id", "case_id")
@@ -108,8 +108,8 @@ def tile_as_seen_by(db: sqlite_utils.Database, tile: dict[str, Any],
 def flag(db: sqlite_utils.Database, tile_id: int, *, actor: str,
          reason: str = "") -> dict[str, Any]:
     """Ask for a second opinion on the tile's current version."""
-    if len(reason) > MAX_REASON_CHARS:
-        raise InvalidInput(f"a reason is limited to {MAX_REASON_CHARS} characters")
+    if len(reason) > MAX_TEXT_CHARS:
+        raise InvalidInput(f"a reason is limited to {MAX_TEXT_CHARS} characters")
     with write_transaction(db):
         tile = tiles.get(db, tile_id)
         if tile["head_version"] == 0:
@@ -164,10 +164,10 @@ def rate_blind(db: sqlite_utils.Database, store: ObjectStore, tile_id: int, mask
 def masks(db: sqlite_utils.Database, store: ObjectStore,
           tile_id: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(adjudication, first mask, second mask) of a tile awaiting or past its decision."""
+    tile = tiles.get(db, tile_id)   # NotFound first: no such tile is not a conflict
     row = current(db, tile_id)
     if row is None or state_of(row) == AWAITING_SECOND_RATING:
         raise Conflict(f"tile {tile_id} has no second rating to compare yet")
-    tile = tiles.get(db, tile_id)
     with store.path_for(row["second_mask_sha256"]).open("rb") as png:
         second = labels.decode_mask(png.read(), (tile["height_px"], tile["width_px"]))
     return row, labels.mask_of(db, store, tile, row["first_version"]), second

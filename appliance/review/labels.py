@@ -20,13 +20,13 @@ from PIL import Image, UnidentifiedImageError
 from appliance import audit
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, InvalidInput, NotFound
+from appliance.limits import MAX_IDEMPOTENCY_KEY_CHARS, MAX_TEXT_CHARS
 from appliance.review import tiles
 from appliance.review.case_images import png_bytes
 from appliance.storage import ObjectStore
 
-EDIT, ROLLBACK, ADJUDICATION = "edit", "rollback", "adjudication"
-MAX_COMMENT_CHARS = 2000
-MAX_IDEMPOTENCY_KEY_CHARS = 200
+MODEL, EDIT, ROLLBACK, ADJUDICATION = "model", "edit", "rollback", "adjudication"
+KINDS = (MODEL, EDIT, ROLLBACK, ADJUDICATION)   # version 0 is the model's, never stored
 # Stored with each version but not shown: where the mask lies, and the client's retry key.
 _INTERNAL = ("mask_sha256", "idempotency_key")
 
@@ -73,7 +73,7 @@ def history(db: sqlite_utils.Database, tile_id: int) -> list[dict[str, Any]]:
     """Every version of the tile as ``shown``, oldest first, the model's as version 0."""
     tile = tiles.get(db, tile_id)
     model = {"label_id": None, "tile_id": tile_id, "version": 0, "author": "model",
-             "created_at": tile["created_at"], "kind": "model", "source_version": None,
+             "created_at": tile["created_at"], "kind": MODEL, "source_version": None,
              "added_px": 0, "removed_px": 0, "comment": ""}
     rows = db["labels"].rows_where("tile_id = ?", [tile_id], order_by="version")
     return [shown(version) for version in (model, *rows)]
@@ -173,7 +173,7 @@ def _by_key(db, author: str, idempotency_key: str | None) -> dict[str, Any] | No
 
 
 def _check_text(comment: str, idempotency_key: str | None) -> None:
-    if len(comment) > MAX_COMMENT_CHARS:
-        raise InvalidInput(f"comments are limited to {MAX_COMMENT_CHARS} characters")
+    if len(comment) > MAX_TEXT_CHARS:
+        raise InvalidInput(f"comments are limited to {MAX_TEXT_CHARS} characters")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidInput(f"an Idempotency-Key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
