@@ -97,7 +97,8 @@ def test_flag_blind_rating_dice_and_decision(review_box):
     bad = carl.post(f"{adjudication_url}/decision", json={"choice": "average"})
     assert bad.status_code == 422 and "union" in bad.json()["error"]
     page = carl.get(f"{url}/adjudication/{tile_id}")
-    assert page.status_code == 200 and f"{dice(first, second):.3f}" in page.text
+    # The page shows the stored Dice (4 decimals, checked against the masks above) to 3.
+    assert page.status_code == 200 and f"{rated.json()['dice']:.3f}" in page.text
     compare = carl.get(f"{url}/adjudication/{tile_id}/compare.png")
     assert compare.headers["Content-Type"] == "image/png" and compare.content[:4] == b"\x89PNG"
     decided = carl.post(f"{adjudication_url}/decision",

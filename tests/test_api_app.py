@@ -6,13 +6,16 @@ checked here on every route; real processes stay for DICOM, crashes, the outbox 
 from __future__ import annotations
 
 import re
+import sqlite3
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from appliance.access.permissions import PERMISSIONS
-from tests.conftest import ACCOUNTS, WebApp
+from appliance.limits import MAX_TEXT_CHARS
+from tests.conftest import ACCOUNTS, WebApp, mask_from, png_of
 from ui.openapi import document
 
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"),
@@ -116,3 +119,89 @@ def test_every_answer_with_a_body_has_a_schema():
                for code, answer in operation["responses"].items()
                if code.startswith("2") and code != "204" and "content" not in answer]
     assert missing == []
+
+
+def test_active_learning_queue_threshold_and_limit(web_app):
+    web_app.seed_run()
+    client, url = web_app.client("lena"), "/api/v1/active-learning/queue"
+    everything = client.get(url, query_string={"uncertainty_threshold": 0}).get_json()["tiles"]
+    assert len(everything) == 6
+    # Ranked by the calibrated error probability the pipeline recorded for every tile.
+    ranks = [t["error_probability"] for t in everything]
+    assert None not in ranks and ranks == sorted(ranks, reverse=True)
+    top = client.get(url, query_string={"uncertainty_threshold": 0, "limit": 3}).get_json()
+    assert [t["tile_id"] for t in top["tiles"]] == [t["tile_id"] for t in everything[:3]]
+    middle = ranks[3]
+    above = client.get(url, query_string={"uncertainty_threshold": middle}).get_json()["tiles"]
+    assert all(t["error_probability"] > middle for t in above) and len(above) == 3
+    default = client.get(url).get_json()
+    assert default["uncertainty_threshold"] == 0.3 and default["limit"] == 50
+    assert client.get(url, query_string={"limit": 0}).status_code == 422
+    assert client.get(url, query_string={"uncertainty_threshold": "high"}).status_code == 422
+    # A labelled tile leaves the queue.
+    first = everything[0]
+    mask = mask_from(client.get(f"/api/v1/tiles/{first['tile_id']}").get_json())
+    assert client.post("/api/v1/labels", json={"tile_id": first["tile_id"], "base_version": 0,
+                                               "mask_png": png_of(~mask)}).status_code == 201
+    after = client.get(url, query_string={"uncertainty_threshold": 0}).get_json()["tiles"]
+    assert [t["tile_id"] for t in after] == [t["tile_id"] for t in everything[1:]]
+
+
+def test_label_versions_diff_idempotency_conflicts_and_rollback(web_app):
+    web_app.seed_run()
+    lena, lars = web_app.client("lena"), web_app.client("lars")
+    tile_id = web_app.db.execute("SELECT min(tile_id) FROM tiles").fetchone()[0]
+    tile = lena.get(f"/api/v1/tiles/{tile_id}").get_json()
+    assert tile["head_version"] == 0
+    assert {"enface_png", "mask_png", "uncertainty_png"} == set(tile["images"])
+    model_mask = mask_from(tile)
+    assert model_mask.any() and not model_mask.all()
+    edited = model_mask.copy()
+    edited.flat[np.flatnonzero(~model_mask)[:12]] = True   # paint 12 pixels
+    edited.flat[np.flatnonzero(model_mask)[:5]] = False    # erase 5
+    body = {"tile_id": tile_id, "base_version": 0, "mask_png": png_of(edited),
+            "comment": "two cones merged"}
+
+    first = lena.post("/api/v1/labels", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201, first.get_data(True)
+    assert first.get_json()["version"] == 1 and first.get_json()["diff"] == "+12 px \u22125 px"
+    again = lena.post("/api/v1/labels", json=body, headers={"Idempotency-Key": "k-1"})
+    assert again.status_code == 200
+    assert again.get_json()["label_id"] == first.get_json()["label_id"]
+    other = lena.post("/api/v1/labels", headers={"Idempotency-Key": "k-1"},
+                      json={**body, "mask_png": png_of(model_mask)})
+    assert other.status_code == 409 and "Idempotency-Key" in other.get_json()["error"]
+    stale = lars.post("/api/v1/labels", json={**body, "mask_png": png_of(model_mask)})
+    assert stale.status_code == 409 and "version 1" in stale.get_json()["error"]
+    wrong_size = lena.post("/api/v1/labels",
+                           json={**body, "base_version": 1, "mask_png": png_of(edited[:8])})
+    assert wrong_size.status_code == 422 and "pixels" in wrong_size.get_json()["error"]
+    assert lena.post("/api/v1/labels",
+                     json={**body, "mask_png": "aGVsbG8="}).status_code == 422
+    too_long = lena.post("/api/v1/labels", json={**body, "base_version": 1,
+                                                 "comment": "x" * (MAX_TEXT_CHARS + 1)})
+    assert too_long.status_code == 422 and str(MAX_TEXT_CHARS) in too_long.get_json()["error"]
+    assert mask_from(lena.get(f"/api/v1/tiles/{tile_id}").get_json()).tolist() == \
+        edited.tolist()
+
+    back = lena.post("/api/v1/labels/rollback", json={"tile_id": tile_id, "target_version": 0})
+    assert back.status_code == 201, back.get_data(True)
+    assert back.get_json()["version"] == 2 and back.get_json()["source_version"] == 0
+    assert back.get_json()["diff"] == "+5 px \u221212 px"
+    after = lena.get(f"/api/v1/tiles/{tile_id}").get_json()
+    assert after["head_version"] == 2 and (mask_from(after) == model_mask).all()
+    history = lena.get(f"/api/v1/tiles/{tile_id}/labels").get_json()
+    assert [(v["version"], v["kind"], v["author"]) for v in history] == [
+        (0, "model", "model"), (1, "edit", "lena"), (2, "rollback", "lena")]
+    assert lena.post("/api/v1/labels/rollback",
+                     json={"tile_id": tile_id, "target_version": 7}).status_code == 404
+    assert lena.get("/api/v1/tiles/999999").status_code == 404
+
+    events = web_app.client("admin").get("/api/v1/audit",
+                                         query_string={"object_id": str(tile_id)}).get_json()
+    assert [(e["actor"], e["action"], e["detail"]["version"]) for e in events] == [
+        ("lena", "label.rollback", 2), ("lena", "label.edit", 1)]
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        web_app.db.execute("UPDATE labels SET author = 'x' WHERE tile_id = ?", [tile_id])
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        web_app.db.execute("DELETE FROM audit_events")
