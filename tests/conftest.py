@@ -323,37 +323,31 @@ class WebApp:
     def seed_run(self, shape: tuple[int, int] = (64, 96), tile_px: int = 32) -> str:
         """A SUCCEEDED run with review tiles and the arrays the editor reads, written straight
         into this data dir: the review routes' logic without a pipeline run or a server."""
+        from appliance import run_result as declared
         from appliance import runs
         from appliance.database import write_transaction
         from appliance.review import tiles
-        from appliance.run_result import (
-            Arrays,
-            Artifacts,
-            Motion,
-            ReviewFlag,
-            ReviewTiles,
-            RunResult,
-            VolumeSummary,
-        )
 
         rng = np.random.default_rng(5)
         rows, columns = np.mgrid[3:shape[0]:6, 3:shape[1]:6]
         cones_px = np.column_stack([rows.ravel(), columns.ravel()]).astype(float)
         buffer = io.BytesIO()
-        np.savez(buffer, **{Arrays.enface("ISOS"): rng.random(shape, np.float32),
-                            Arrays.CONE_UNCERTAINTY: rng.random(shape, np.float32) * 0.2,
-                            Arrays.CONES_PX: cones_px})
+        np.savez(buffer, **{declared.Arrays.enface("ISOS"): rng.random(shape, np.float32),
+                            declared.Arrays.CONE_UNCERTAINTY: rng.random(shape, np.float32) * 0.2,
+                            declared.Arrays.CONES_PX: cones_px})
         arrays = self.store.put_bytes(buffer.getvalue())
-        review = ReviewTiles(tile_px, shape, tuple(
+        review = declared.ReviewTiles(tile_px, shape, tuple(
             {"row_px": r, "column_px": c, "mean_uncertainty": float(rng.random() * 0.1),
              "error_probability": float(rng.random())}
             for r in range(0, shape[0], tile_px) for c in range(0, shape[1], tile_px)))
-        result = RunResult(
-            volume=VolumeSummary((shape[0], 100, shape[1]), "uint16", (0.001, 0.001, 0.001)),
-            device="cpu", motion=Motion(0.0, 0.0, 0.0, 0.0), layers={}, layer_segmentation={},
+        result = declared.RunResult(
+            volume=declared.VolumeSummary((shape[0], 100, shape[1]), "uint16",
+                                          (0.001, 0.001, 0.001)),
+            device="cpu", motion=declared.Motion(0.0, 0.0, 0.0, 0.0), layers={},
+            layer_segmentation={},
             cones={"cone_count": len(cones_px)}, cone_regions=(), most_uncertain_tiles=(),
-            band_contrast=1.0, needs_review=ReviewFlag(False, (), {"percent": 0.0}),
-            artifacts=Artifacts(qc_png=arrays, preprocessed_npz=arrays, cones_csv=arrays),
+            band_contrast=1.0, needs_review=declared.ReviewFlag(False, (), {"percent": 0.0}),
+            artifacts=declared.Artifacts(qc_png=arrays, preprocessed_npz=arrays, cones_csv=arrays),
             outputs=(), stage_seconds={})
         db, uid, now = self.db, "1.2.826.0.1.3680043.10.1455.42", time.time()
         run_id = "5" * 32
