@@ -96,7 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
             "letter (re-send with `aomas outbox retry`)."),
     Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
     Setting("pipeline", "model_dir", "",
-            "Model directory (weights.pt with both networks + model_card.json); empty = "
+            "Model directory (weights.safetensors with both networks + model_card.json); empty = "
             "bundled bootstrap."),
     Setting("pipeline", "uncertainty_samples", 6,
             "Monte Carlo dropout passes for per-pixel cone uncertainty (1 = none)."),

@@ -1,14 +1,17 @@
 """Models: the bundled bootstrap model, or a site's own, as weights + model card.
 
-A model is a directory with ``weights.pt`` and ``model_card.json``. The weights file holds one
-state dict per network (``cones``: en-face cone detection, ``layers``: B-scan layer labels), so
-one checksum covers everything a run computed with. The run manifest records the model id and
-that checksum; a worker refuses to run a model whose weights differ from what the manifest names.
+A model is a directory with ``weights.safetensors`` and ``model_card.json``. The weights file
+holds every network's tensors (``cones.*``: en-face cone detection, ``layers.*``: B-scan layer
+labels), so one checksum covers everything a run computed with. Tensors only: safetensors holds
+no code, where a pickled ``torch.load`` file can run whatever it carries. The run manifest
+records the model id and that checksum; the weights are checked against it on every load, and a
+worker refuses to run a model whose weights differ from what the manifest names.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from appliance.exceptions import ConfigurationError
 from appliance.storage import sha256_of
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "models" / "aomas-bootstrap-v3"
-WEIGHTS, CARD = "weights.pt", "model_card.json"
+WEIGHTS, CARD = "weights.safetensors", "model_card.json"
 
 
 @dataclass(frozen=True)
@@ -63,23 +66,37 @@ def network_module(name: str) -> ModuleType:
 @functools.cache
 def load_network(record: ModelRecord, name: str):
     """Network ``name`` with its weights, on the CPU, ready for a predictor."""
-    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
-    state = torch.load(record.directory / WEIGHTS, weights_only=True)
-    if name not in state:
+    data = (record.directory / WEIGHTS).read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.weights_sha256:
+        raise ConfigurationError(f"the weights of model {record.model_id} in {record.directory} "
+                                 "changed since they were recorded; restore them or register "
+                                 "the new ones as a new model version")
+    try:
+        tensors = load(data)
+    except SafetensorError as error:
+        raise ConfigurationError(f"model {record.model_id}: {WEIGHTS} is not a safetensors "
+                                 f"file ({error})") from None
+    prefix = f"{name}."
+    state = {key[len(prefix):]: value for key, value in tensors.items()
+             if key.startswith(prefix)}
+    if not state:
         raise ConfigurationError(f"model {record.model_id} has no {name!r} network; retrain it "
                                  "with `aomas train`")
     network = network_module(name).build_network()
-    network.load_state_dict(state[name])
+    network.load_state_dict(state)
     return network.eval()
 
 
 def write_model(directory: Path, networks: dict, card: dict) -> ModelRecord:
-    import torch
+    from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save({name: network.state_dict() for name, network in networks.items()},
-               directory / WEIGHTS)
+    save_file({f"{name}.{key}": tensor.contiguous() for name, network in networks.items()
+               for key, tensor in network.state_dict().items()}, directory / WEIGHTS,
+              metadata={"networks": ",".join(networks)})
     card = {**card, "weights_sha256": sha256_of(directory / WEIGHTS)[0]}
     (directory / CARD).write_text(json.dumps(card, indent=1) + "\n")
     model_record.cache_clear()

@@ -4,13 +4,16 @@ looser), and proof that these checks fail when the networks are not trained."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from appliance.evaluation import TRAIN_SEEDS
-from appliance.registry import BOOTSTRAP_DIR, load_network, model_record
+from appliance.exceptions import ConfigurationError
+from appliance.registry import BOOTSTRAP_DIR, WEIGHTS, load_network, model_record
 from appliance.storage import sha256_of
 from gpu import cone_model, layer_model
 from gpu.calibration import Calibration, assess, review_tiles
@@ -72,7 +75,7 @@ def test_the_model_card_tells_the_truth():
     card = json.loads((BOOTSTRAP_DIR / "model_card.json").read_text())
     assert "Synthetic phantoms only" in card["trained_on"]
     assert not set(card["training_seeds"]) & set(card["held_out_seeds"])
-    assert card["weights_sha256"] == sha256_of(BOOTSTRAP_DIR / "weights.pt")[0]
+    assert card["weights_sha256"] == sha256_of(BOOTSTRAP_DIR / WEIGHTS)[0]
     assert card["training_families"] == ["A", "B"]
     assert not set(card["calibration"]["detection"]["seeds"]) & (
         set(card["training_seeds"]) | set(card["held_out_seeds"]))
@@ -84,8 +87,27 @@ def test_the_model_card_tells_the_truth():
         detection = card["held_out_calibration"][family]["detection"]
         assert detection["ece"] <= 0.05 and detection["ece_95"][0] <= detection["ece"]
     assert card["limitations"]
-    assert set(torch.load(BOOTSTRAP_DIR / "weights.pt", weights_only=True)) == {"cones",
-                                                                                 "layers"}
+    with safe_open(BOOTSTRAP_DIR / WEIGHTS, "pt") as weights:   # tensors only, no pickle
+        assert {key.split(".")[0] for key in weights.keys()} == {"cones", "layers"}
+    assert not list(BOOTSTRAP_DIR.glob("*.pt"))
+
+
+def test_weights_are_checked_on_every_load_and_a_pickle_is_refused(tmp_path):
+    changed = tmp_path / "changed"
+    shutil.copytree(BOOTSTRAP_DIR, changed)
+    record = model_record(str(changed))
+    with (changed / WEIGHTS).open("r+b") as weights:   # one byte of one tensor, after the header
+        weights.seek(-3, 2)
+        byte = weights.read(1)
+        weights.seek(-3, 2)
+        weights.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ConfigurationError, match="changed since they were recorded"):
+        load_network(record, "cones")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(BOOTSTRAP_DIR, pickled)
+    torch.save({"cones": {}}, pickled / WEIGHTS)   # a pickle under the expected name
+    with pytest.raises(ConfigurationError, match="not a safetensors file"):
+        load_network(model_record(str(pickled)), "cones")
 
 
 @pytest.mark.parametrize("network", ["cones", "layers"])
