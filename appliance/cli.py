@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from appliance import health, runs
+from appliance import health, registry, runs
 from appliance.access import accounts
 from appliance.config import Config, load_config, reference_markdown
 from appliance.demo.study import write_phantom_study
@@ -72,8 +72,9 @@ def setup_logging(config: Config) -> None:
               help="File holding the admin password (unattended installs).")
 @with_config
 def init(config: Config, admin_user: str, admin_password_file: str | None) -> None:
-    """Create the data dir, migrate the database, create the first admin. Safe to repeat."""
-    databases, _ = open_data_dir(config)
+    """Create the data dir, migrate the database, create the first admin, register the bundled
+    model. Safe to repeat."""
+    databases, store = open_data_dir(config)
     db = databases.get()
     generated = admin_password_file is None
     password = (accounts.generate_password() if generated
@@ -86,6 +87,14 @@ def init(config: Config, admin_user: str, admin_password_file: str | None) -> No
         click.echo(f"admin account '{admin_user}' created")
     else:
         click.echo(f"admin account '{admin_user}' already exists; left unchanged")
+    # The bundled model is production while no other model is configured (pipeline.model_dir).
+    in_use = not config.pipeline.model_dir
+    model, registered = registry.register_directory(
+        db, store, BOOTSTRAP_DIR, actor="aomas init",
+        stage=registry.PRODUCTION if in_use else registry.STAGING,
+        reason="bundled with the appliance" + (": the model runs use" if in_use else ""))
+    click.echo(f"bundled model {model['model_id']} "
+               f"{'registered' if registered else 'already registered'} ({model['stage']})")
 
 
 @click.command()

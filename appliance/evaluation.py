@@ -6,7 +6,9 @@ model has not seen. Everything here is synthetic; the model card says so.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +37,7 @@ TRAIN_SEEDS = range(100, 124)
 # Phantoms the detection calibration is fitted on: neither training nor evaluation data.
 CALIBRATION_SEEDS = range(200, 208)
 HELD_OUT_SEEDS = range(1, 7)
-MODEL_ID = "aomas-bootstrap-v3"
+MODEL_ID, MODEL_VERSION, MODEL_PARENT = "aomas-bootstrap-v3", "3", "aomas-bootstrap-v2"
 SPEC_OF_FAMILY = {"A": phantom_spec, "B": family_b_spec}
 SURFACES = ("ELM", "ISOS", "COST", "RPE", "BM")
 
@@ -50,6 +52,13 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise AomasError(f"seeds must look like 1-10 or 1,4,9, not {text!r}") from None
     return seeds
+
+
+def phantom_data_hash(families, train_seeds, calibration_seeds) -> str:
+    """What the model was fitted on, as one hash: the phantoms regenerate from these."""
+    described = {"training_families": list(families), "training_seeds": list(train_seeds),
+                 "calibration_seeds": list(calibration_seeds)}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 def train_bootstrap(out_dir: Path, *, iterations: int, train_seeds: list[int],
@@ -79,7 +88,8 @@ def train_bootstrap(out_dir: Path, *, iterations: int, train_seeds: list[int],
     log(f"scoring on {len(held_out_seeds)} held-out phantoms per family")
     rows, pooled = evaluate_networks(networks, fitted, held_out_seeds, FAMILIES)
     card = {
-        "model_id": MODEL_ID,
+        "model_id": MODEL_ID, "version": MODEL_VERSION, "parent": MODEL_PARENT,
+        "data_hash": phantom_data_hash(families, train_seeds, calibration_seeds),
         "task": "Cone photoreceptor detection on AO-OCT en-face images (IS/OS and COST), and "
                 "photoreceptor/RPE layer labelling on B-scans.",
         "architecture": {

@@ -181,3 +181,27 @@ def _series_description(db: sqlite_utils.Database) -> None:
         db["series"].add_column(column, str)
     db["series"].create_index(["study_instance_uid"])
     db["series"].create_index(["accession_number"])
+
+
+@migrations(name="0011_model_registry")
+def _model_registry(db: sqlite_utils.Database) -> None:
+    # Every model version the appliance knows: its card and the SHA-256 of its weights (the
+    # weights themselves are in the object store under that hash). A version never changes;
+    # its stage does, and each change is an event of its own (who, when, from, to, why).
+    db["models"].create({
+        "model_id": str, "version": str, "parent": str, "weights_sha256": str, "card": str,
+        "stage": str, "registered_at": float, "registered_by": str,
+    }, pk="model_id", not_null={"weights_sha256", "card", "stage"})
+    db.execute("CREATE TRIGGER models_immutable BEFORE UPDATE OF model_id, version, parent, "
+               "weights_sha256, card, registered_at, registered_by ON models BEGIN "
+               "SELECT RAISE(ABORT, 'model versions are immutable'); END")
+    db.execute("CREATE TRIGGER models_no_delete BEFORE DELETE ON models BEGIN "
+               "SELECT RAISE(ABORT, 'model versions are never deleted'); END")
+    db["model_events"].create({
+        "id": int, "model_id": str, "at": float, "actor": str, "from_stage": str,
+        "to_stage": str, "reason": str,
+    }, pk="id", foreign_keys=[("model_id", "models")], not_null={"model_id", "to_stage"})
+    db["model_events"].create_index(["model_id"])
+    for change in ("UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER model_events_no_{change.lower()} BEFORE {change} ON "
+                   "model_events BEGIN SELECT RAISE(ABORT, 'model_events is append-only'); END")

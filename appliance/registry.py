@@ -1,4 +1,5 @@
-"""Models: the bundled bootstrap model, or a site's own, as weights + model card.
+"""Models: the bundled bootstrap model, or a site's own, as weights + model card; and the
+registry of every model version the appliance knows (``register``, ``list_models``).
 
 A model is a directory with ``weights.safetensors`` and ``model_card.json``. The weights file
 holds every network's tensors (``cones.*``: en-face cone detection, ``layers.*``: B-scan layer
@@ -13,15 +14,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from appliance.exceptions import ConfigurationError
-from appliance.storage import sha256_of
+import sqlite_utils
+
+from appliance import audit
+from appliance.database import write_transaction
+from appliance.exceptions import ConfigurationError, Conflict, InvalidInput, NotFound
+from appliance.storage import ObjectStore, sha256_of
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "models" / "aomas-bootstrap-v3"
 WEIGHTS, CARD = "weights.safetensors", "model_card.json"
+MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,115 @@ def write_model(directory: Path, networks: dict, card: dict) -> ModelRecord:
     model_record.cache_clear()
     model_card.cache_clear()
     return model_record(str(directory))
+
+
+# -- the registry: every model version the appliance knows, immutable once registered ----------
+
+STAGING, SHADOW, CANARY, PRODUCTION, RETIRED = (
+    "STAGING", "SHADOW", "CANARY", "PRODUCTION", "RETIRED")
+STAGES = (STAGING, SHADOW, CANARY, PRODUCTION, RETIRED)
+# What a card must say before its model is registered (Mitchell et al. 2019, trimmed to what
+# a reviewer of this appliance needs); "parent" may be null, the rest may not be empty.
+REQUIRED_CARD_FIELDS = ("model_id", "version", "parent", "data_hash", "intended_use",
+                        "trained_on", "held_out_metrics", "limitations", "weights_sha256")
+MAX_CARD_BYTES = 1 << 20
+
+
+def check_card(card: object) -> dict:
+    """The card, or InvalidInput saying what is missing."""
+    if not isinstance(card, dict):
+        raise InvalidInput("a model card is a JSON object")
+    missing = [name for name in REQUIRED_CARD_FIELDS if name not in card
+               or (name != "parent" and card[name] in (None, "", [], {}))]
+    if missing:
+        raise InvalidInput(f"the model card lacks {', '.join(missing)}; see "
+                           f"{BOOTSTRAP_DIR.name}/{CARD} for a complete one")
+    if not isinstance(card["model_id"], str) or not MODEL_ID.fullmatch(card["model_id"]):
+        raise InvalidInput("model_id must be 1-64 letters, digits, '.', '_' or '-'")
+    return card
+
+
+def check_weights(data: bytes, card: dict) -> str:
+    """The weights' SHA-256 when they are a safetensors file with a tensor for every network
+    and the checksum the card states; else InvalidInput. Nothing of it is executed."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != card["weights_sha256"]:
+        raise InvalidInput(f"the weights' SHA-256 is {sha256}, the card says "
+                           f"{card['weights_sha256']}: the file was changed or is another one")
+    try:
+        networks = {key.split(".")[0] for key in load(data)}
+    except SafetensorError as error:
+        raise InvalidInput(f"the weights are not a safetensors file ({error}); pickled "
+                           "PyTorch files are refused, they can run code") from None
+    if networks != {"cones", "layers"}:
+        raise InvalidInput(f"the weights hold networks {sorted(networks)}; a model needs "
+                           "cones and layers")
+    return sha256
+
+
+def register(db: sqlite_utils.Database, store: ObjectStore, card: dict, weights: bytes, *,
+             actor: str, stage: str = STAGING,
+             reason: str = "registered") -> tuple[dict[str, Any], bool]:
+    """Register a model version: weights checked and stored by their SHA-256, the card kept
+    with it; return (model, created). The same id with the same weights again changes nothing;
+    with other weights it is refused: versions never change, a new one gets a new id."""
+    card = check_card(card)
+    sha256 = check_weights(weights, card)
+    existing = get_model(db, card["model_id"], missing_ok=True)
+    if existing is not None:
+        if existing["weights_sha256"] != sha256:
+            raise Conflict(f"model {card['model_id']} is registered with other weights; "
+                           "versions are immutable: give the new one its own model_id")
+        return existing, False
+    store.put_bytes(weights)
+    now = time.time()
+    with write_transaction(db):
+        db["models"].insert({
+            "model_id": card["model_id"], "version": str(card["version"]),
+            "parent": card["parent"], "weights_sha256": sha256,
+            "card": json.dumps(card, sort_keys=True), "stage": stage,
+            "registered_at": now, "registered_by": actor})
+        db["model_events"].insert({"model_id": card["model_id"], "at": now, "actor": actor,
+                                   "from_stage": None, "to_stage": stage, "reason": reason})
+        audit.record(db, actor=actor, action="model.register", object_kind="model",
+                     object_id=card["model_id"], detail={"weights_sha256": sha256,
+                                                         "stage": stage})
+    return get_model(db, card["model_id"]), True
+
+
+def register_directory(db: sqlite_utils.Database, store: ObjectStore, directory: Path, *,
+                       actor: str, **options) -> tuple[dict[str, Any], bool]:
+    """``register`` a model directory (``weights.safetensors`` + ``model_card.json``)."""
+    for name in (WEIGHTS, CARD):
+        if not (directory / name).is_file():
+            raise InvalidInput(f"{directory} has no {name}; a model directory holds {WEIGHTS} "
+                               f"and {CARD} (`aomas train` writes one)")
+    try:
+        card = json.loads((directory / CARD).read_text())
+    except ValueError as error:
+        raise InvalidInput(f"{directory / CARD} is not JSON ({error})") from None
+    return register(db, store, card, (directory / WEIGHTS).read_bytes(), actor=actor, **options)
+
+
+def list_models(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return [_shown(row) for row in db["models"].rows_where(order_by="registered_at")]
+
+
+def get_model(db: sqlite_utils.Database, model_id: str, *,
+              missing_ok: bool = False) -> dict[str, Any] | None:
+    rows = list(db["models"].rows_where("model_id = ?", [model_id]))
+    if not rows:
+        if missing_ok:
+            return None
+        raise NotFound(f"no model {model_id}; `aomas model list` shows the registered ones")
+    model = _shown(rows[0])
+    model["history"] = list(db["model_events"].rows_where("model_id = ?", [model_id],
+                                                           order_by="id"))
+    return model
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "card": json.loads(row["card"])}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance import outbox, runs
+from appliance import outbox, registry, runs
 from appliance.limits import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_ROWS_LISTED,
@@ -71,6 +71,7 @@ REVIEW = {"$ref": "#/components/schemas/Review"}
 TILE = {"$ref": "#/components/schemas/Tile"}
 OUTBOX_ROW = {"$ref": "#/components/schemas/OutboxRow"}
 AUDIT_EVENT = {"$ref": "#/components/schemas/AuditEvent"}
+MODEL = {"$ref": "#/components/schemas/Model"}
 NUMBER_OR_NULL, INTEGER_OR_NULL = {"type": ["number", "null"]}, {"type": ["integer", "null"]}
 STRING_OR_NULL = {"type": ["string", "null"]}
 ADJUDICATION = {"$ref": "#/components/schemas/Adjudication"}
@@ -267,6 +268,29 @@ def document() -> dict[str, Any]:
                 _query("before_id", {"type": "integer"}, "page: events older than this id")],
             "responses": {"200": _answer("events", {"type": "array", "items": AUDIT_EVENT}),
                           **_errors(422)}}},
+        "/api/v1/models": {
+            "get": {"summary": "Registered model versions, oldest first",
+                    "responses": {"200": _answer("models", {"type": "array", "items": MODEL}),
+                                  **_errors()}},
+            "post": {"summary": "Register a model version as STAGING (admin, ml-engineer): "
+                                "weights as safetensors (pickles are refused) and its card",
+                     "requestBody": {"required": True, "content": {"multipart/form-data": {
+                         "schema": _object({"weights": {"type": "string",
+                                                        "contentMediaType":
+                                                            "application/octet-stream"},
+                                            "card": {"type": "string",
+                                                     "contentMediaType": "application/json"}},
+                                           ["weights", "card"])}}},
+                     "responses": {"201": _answer("registered", MODEL),
+                                   "200": _answer("this version was registered before", MODEL),
+                                   "409": _answer("the id is registered with other weights",
+                                                  ERROR),
+                                   "413": _answer("larger than web.max_upload_mb", ERROR),
+                                   **_errors(400, 422)}}},
+        "/api/v1/models/{model_id}": {"get": {
+            "summary": "One model version: card, stage and the history of its stage",
+            "parameters": [_path_id("model_id")],
+            "responses": {"200": _answer("the model", MODEL), **_errors(404)}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document",
                                          "responses": {"200": _answer("OpenAPI 3.1", _object(
                                              {"openapi": {"type": "string"},
@@ -331,6 +355,18 @@ def document() -> dict[str, Any]:
                     "attempts": {"type": "integer"}, "next_attempt_at": NUMBER_OR_NULL,
                     "last_status": STRING_OR_NULL, "detail": STRING_OR_NULL},
                     ["id", "run_id", "destination", "state"]),
+                "Model": _object({
+                    "model_id": {"type": "string"}, "version": {"type": "string"},
+                    "parent": STRING_OR_NULL, "weights_sha256": {"type": "string"},
+                    "stage": {"type": "string", "enum": list(registry.STAGES)},
+                    "registered_at": {"type": "number"}, "registered_by": {"type": "string"},
+                    "card": {"type": "object",
+                             "required": list(registry.REQUIRED_CARD_FIELDS)},
+                    "history": {"type": "array", "items": _object({
+                        "at": {"type": "number"}, "actor": {"type": "string"},
+                        "from_stage": STRING_OR_NULL, "to_stage": {"type": "string"},
+                        "reason": STRING_OR_NULL})}},
+                    ["model_id", "version", "weights_sha256", "stage", "card"]),
                 "AuditEvent": _object({
                     "id": {"type": "integer"}, "at": {"type": "number"},
                     "actor": {"type": "string"}, "action": {"type": "string"},

@@ -2,8 +2,8 @@
 
 admin: everything. clinician: read cases, results and tiles, adjudicate tiles two labelers disagree
 on, accept a case's review. labeler: the review queue, the tile editor, blind second ratings.
-ml-engineer: read everything a run produced, upload cases, start runs. researcher: read cases
-and results.
+ml-engineer: read everything a run produced, upload cases, start runs, register models.
+researcher: read cases and results. Every role reads the registered models' cards.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "accept_reviews": frozenset({"admin", "clinician"}),
     "manage_outbox": frozenset({"admin"}),
     "view_audit": frozenset({"admin"}),
+    "view_models": EVERY_ROLE,  # cards and stages: what computed the numbers people read
+    "register_models": frozenset({"admin", "ml-engineer"}),
 }
 
 
