@@ -132,3 +132,19 @@ def test_init_registers_the_bundled_model_and_the_cli_registers_a_site_one(tmp_p
     assert shown["history"][0]["reason"] == "bundled with the appliance: the model runs use"
     broken = runner.invoke(cli, ["--config", str(config), "model", "register", str(tmp_path)])
     assert broken.exit_code != 0 and "has no weights.safetensors" in broken.output
+
+
+def test_the_models_pages_show_the_card_and_the_stage_history(web_app, tmp_path):
+    assert upload(web_app.client("mia"), site_model(tmp_path)).status_code == 201
+    lena = web_app.client("lena")
+    listing = lena.get("/models").get_data(True)
+    assert 'data-model-id="site-model-1"' in listing and ">STAGING<" in listing
+    page = lena.get("/models/site-model-1").get_data(True)
+    card = json.loads((BOOTSTRAP_DIR / CARD).read_text())
+    assert card["intended_use"] in page and card["limitations"][0] in page
+    assert 'id="stage">STAGING<' in page and "registered" in page
+    assert f"{card['held_out_summary']['B']['f1_min']}" in page
+    assert lena.get("/models/nope").status_code == 404
+    # Only those who may register are told how.
+    assert "aomas model register" not in listing
+    assert "aomas model register" in web_app.client("mia").get("/models").get_data(True)
