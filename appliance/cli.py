@@ -256,7 +256,7 @@ def show_config(config: Config, reference: bool) -> None:
         click.echo(reference_markdown())
         return
     click.echo(f"# from {config.source}")
-    for section in ("appliance", "dicom", "web", "queue", "worker", "pipeline"):
+    for section in ("appliance", "dicom", "web", "queue", "worker", "pipeline", "models"):
         click.echo(f"[{section}]")
         for key, value in vars(getattr(config, section)).items():
             click.echo(f"{key} = {json.dumps(value)}")

@@ -104,6 +104,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Network inference: 'torch' (CPU or CUDA) or 'tensorrt' (fp16 engines; needs [gpu])."),
     Setting("pipeline", "gpu", "auto",
             "Preprocess with CuPy on an NVIDIA GPU: 'auto' (when one is usable) or 'off'."),
+    Setting("models", "gate_min_f1", 0.90,
+            "A model's gate: its mean cone F1 over the evaluation set must reach this."),
+    Setting("models", "gate_max_ece", 0.05,
+            "A model's gate: its detection ECE (the worse family's) may not exceed this."),
+    Setting("models", "evaluation_seeds", "1-6",
+            "Phantom seeds of the gate's evaluation set, each in both families (e.g. 1-6)."),
 )
 
 DESTINATION_KEYS: dict[str, str] = {
@@ -141,6 +147,7 @@ class Config:
     queue: SimpleNamespace
     worker: SimpleNamespace
     pipeline: SimpleNamespace
+    models: SimpleNamespace
     destinations: tuple[dict, ...]
     source: str
 

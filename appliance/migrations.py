@@ -205,3 +205,21 @@ def _model_registry(db: sqlite_utils.Database) -> None:
     for change in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER model_events_no_{change.lower()} BEFORE {change} ON "
                    "model_events BEGIN SELECT RAISE(ABORT, 'model_events is append-only'); END")
+
+
+@migrations(name="0012_gate_results")
+def _gate_results(db: sqlite_utils.Database) -> None:
+    # A model version measured on the frozen evaluation set: figures with their intervals, the
+    # thresholds they were judged by, the set's hash, the code version and who asked. Never
+    # changed, never deleted: a new evaluation is a new row.
+    db["gate_results"].create({
+        "id": int, "model_id": str, "at": float, "actor": str, "evaluation_set_sha256": str,
+        "evaluation_set": str, "code_version": str, "min_f1": float, "max_ece": float,
+        "f1_mean": float, "f1_low": float, "f1_high": float, "ece": float, "ece_low": float,
+        "ece_high": float, "passed": int, "failures": str, "figures": str,
+    }, pk="id", foreign_keys=[("model_id", "models")],
+        not_null={"model_id", "evaluation_set_sha256", "passed"})
+    db["gate_results"].create_index(["model_id"])
+    for change in ("UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER gate_results_no_{change.lower()} BEFORE {change} ON "
+                   "gate_results BEGIN SELECT RAISE(ABORT, 'gate_results is append-only'); END")

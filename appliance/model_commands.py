@@ -1,4 +1,5 @@
-"""``aomas model register|list|show``: the registry of model versions, from the command line."""
+"""``aomas model register|list|show|gate``: the registry of model versions and their gates,
+from the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from appliance import registry
+from appliance import gates, registry
 from appliance.cli import with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
@@ -50,10 +51,28 @@ def model_list(config: Config, as_json: bool) -> None:
                    f"{when:<21}{model['weights_sha256'][:16]}…")
 
 
+@model_group.command(name="gate")
+@click.argument("model_id")
+@with_config
+def model_gate(config: Config, model_id: str) -> None:
+    """Measure MODEL_ID on the frozen evaluation set (minutes) and record the gate's verdict."""
+    databases, store = open_data_dir(config)
+    click.echo(f"evaluating {model_id} on seeds {config.models.evaluation_seeds} of both "
+               "phantom families …")
+    result = gates.run_gate(databases.get(), store, config, model_id, actor=ACTOR)
+    click.echo(f"F1 {result['f1_mean']:.3f} (95 % {result['f1_low']:.3f}–{result['f1_high']:.3f}"
+               f"), worst {result['figures']['f1_min']:.3f} ({result['figures']['f1_min_phantom']}"
+               f"); detection ECE {result['ece']:.3f} (95 % {result['ece_low']:.3f}–"
+               f"{result['ece_high']:.3f}, family {result['figures']['ece_family']})")
+    click.echo("passed" if result["passed"] else "failed: " + "; ".join(result["failures"]))
+
+
 @model_group.command(name="show")
 @click.argument("model_id")
 @with_config
 def model_show(config: Config, model_id: str) -> None:
-    """One model version: its card and the history of its stage."""
+    """One model version: its card, the history of its stage and its gate results."""
     databases, _ = open_data_dir(config)
-    click.echo(json.dumps(registry.get_model(databases.get(), model_id), indent=1))
+    db = databases.get()
+    click.echo(json.dumps({**registry.get_model(db, model_id),
+                           "gate_results": gates.results(db, model_id)}, indent=1))

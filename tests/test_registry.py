@@ -148,3 +148,59 @@ def test_the_models_pages_show_the_card_and_the_stage_history(web_app, tmp_path)
     # Only those who may register are told how.
     assert "aomas model register" not in listing
     assert "aomas model register" in web_app.client("mia").get("/models").get_data(True)
+
+
+def test_a_gate_measures_a_version_in_its_own_process_and_keeps_the_verdict(tmp_path):
+    from appliance.evaluation import evaluate
+    from appliance.gate_runner import figures
+    from appliance.registry import model_record
+    from gpu.phantoms import FAMILIES
+
+    config = tmp_path / "aomas.toml"
+    config.write_text(f'[appliance]\ndata_dir = "{tmp_path / "var"}"\n'
+                      '[models]\nevaluation_seeds = "1"\n')
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "init", "--admin-password-file",
+                               str(password)]).exit_code == 0
+    gated = runner.invoke(cli, ["--config", str(config), "model", "gate",
+                                "aomas-bootstrap-v3"])
+    assert gated.exit_code == 0, gated.output
+    # The subprocess's figures are the appliance's own evaluation of the same set.
+    expected = figures(*evaluate(model_record(), [1], FAMILIES))
+    shown = json.loads(runner.invoke(cli, ["--config", str(config), "model", "show",
+                                           "aomas-bootstrap-v3"]).output)
+    (result,) = shown["gate_results"]
+    assert result["figures"] == json.loads(json.dumps(expected))
+    assert result["f1_mean"] == expected["f1_mean"] and result["ece"] == expected["ece"]
+    assert result["f1_low"] <= result["f1_mean"] <= result["f1_high"]
+    assert (result["min_f1"], result["max_ece"]) == (0.9, 0.05)
+    assert result["passed"] == (expected["f1_mean"] >= 0.9 and expected["ece"] <= 0.05)
+    assert result["evaluation_set"]["seeds"] == [1] and len(result["evaluation_set_sha256"]) == 64
+    assert ("passed" if result["passed"] else "failed: ") in gated.output
+    # The model page shows it (the Flask app on this data dir, logged in as the admin).
+    from appliance.config import load_config
+    from appliance.services import build
+    from ui.app import create_app
+
+    client = create_app(build(load_config(str(config)))).test_client()
+    assert client.post("/api/v1/session", json={"username": "admin", "password": PASSWORD}
+                       ).status_code == 201
+    page = client.get("/models/aomas-bootstrap-v3").get_data(True)
+    assert f"{result['f1_mean']:.3f} ({result['f1_low']:.3f}" in page
+    assert result["evaluation_set_sha256"][:16] in page
+    db = sqlite3.connect(tmp_path / "var" / "aomas.db")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("UPDATE gate_results SET passed = 1")
+    assert db.execute("SELECT count(*) FROM audit_events WHERE action = 'model.gate'"
+                      ).fetchone()[0] == 1
+
+
+def test_the_verdict_names_the_failing_figure():
+    from appliance.gates import verdict
+
+    figures = {"f1_mean": 0.87, "ece": 0.081, "ece_family": "B"}
+    assert verdict(figures, 0.90, 0.05) == (
+        False, ["F1 0.87 below 0.90", "ECE 0.081 above 0.050 (family B)"])
+    assert verdict({**figures, "f1_mean": 0.93, "ece": 0.02}, 0.90, 0.05) == (True, [])

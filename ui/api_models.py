@@ -8,7 +8,7 @@ import json
 
 from flask import Blueprint, g, jsonify, request
 
-from appliance import registry
+from appliance import gates, registry
 from appliance.exceptions import InvalidInput
 from ui import payload
 from ui.security import requires, takes_large_bodies
@@ -25,7 +25,8 @@ def list_models():
 @blueprint.get("/models/<model_id>")
 @requires("view_models")
 def get_model(model_id: str):
-    return jsonify(registry.get_model(g.db, model_id))
+    return jsonify({**registry.get_model(g.db, model_id),
+                    "gate_results": gates.results(g.db, model_id)})
 
 
 @blueprint.post("/models")

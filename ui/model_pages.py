@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, render_template
 
-from appliance import registry
+from appliance import gates, registry
 from ui.security import requires
 
 blueprint = Blueprint("model_pages", __name__)
@@ -20,4 +20,5 @@ def models_page():
 @blueprint.get("/models/<model_id>")
 @requires("view_models")
 def model_page(model_id: str):
-    return render_template("model.html", model=registry.get_model(g.db, model_id))
+    return render_template("model.html", model=registry.get_model(g.db, model_id),
+                           gate_results=gates.results(g.db, model_id))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance import outbox, registry, runs
+from appliance import outbox, runs
 from appliance.limits import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_ROWS_LISTED,
@@ -16,12 +16,12 @@ from appliance.limits import (
     MAX_TEXT_CHARS,
     MAX_UID_CHARS,
 )
-from appliance.review import adjudication, labels, tiles
-from appliance.run_result import RESULT_FIELDS
-from appliance.runs import STUDY_FIELDS
+from appliance.review import adjudication, tiles
 from appliance.version import pipeline_version
+from ui.openapi_schemas import object_schema as _object
+from ui.openapi_schemas import ref, schemas
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+ERROR = ref("Error")
 
 
 def _answer(description: str, schema: dict | None = None) -> dict:
@@ -44,13 +44,6 @@ def _json_body(schema: dict) -> dict:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _object(properties: dict, required: list[str] | None = None) -> dict:
-    schema = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = required
-    return schema
-
-
 def _path_id(name: str, kind: str = "string") -> dict:
     return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
 
@@ -64,18 +57,16 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string", "minLength": 1,
                               "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
                    "description": "The same key again returns the version made the first time."}
-LABEL_VERSION = {"$ref": "#/components/schemas/LabelVersion"}
-ACCOUNT = {"$ref": "#/components/schemas/Account"}
-RUN_DETAIL = {"$ref": "#/components/schemas/Run"}
-REVIEW = {"$ref": "#/components/schemas/Review"}
-TILE = {"$ref": "#/components/schemas/Tile"}
-OUTBOX_ROW = {"$ref": "#/components/schemas/OutboxRow"}
-AUDIT_EVENT = {"$ref": "#/components/schemas/AuditEvent"}
-MODEL = {"$ref": "#/components/schemas/Model"}
-NUMBER_OR_NULL, INTEGER_OR_NULL = {"type": ["number", "null"]}, {"type": ["integer", "null"]}
-STRING_OR_NULL = {"type": ["string", "null"]}
-ADJUDICATION = {"$ref": "#/components/schemas/Adjudication"}
-RUN = {"$ref": "#/components/schemas/RunSummary"}
+LABEL_VERSION = ref("LabelVersion")
+ACCOUNT = ref("Account")
+RUN_DETAIL = ref("Run")
+REVIEW = ref("Review")
+TILE = ref("Tile")
+OUTBOX_ROW = ref("OutboxRow")
+AUDIT_EVENT = ref("AuditEvent")
+MODEL = ref("Model")
+ADJUDICATION = ref("Adjudication")
+RUN = ref("RunSummary")
 
 
 def document() -> dict[str, Any]:
@@ -310,89 +301,6 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"session": {"type": "apiKey", "in": "cookie",
                                             "name": "aomas_session"}},
-            "schemas": {
-                "Error": _object({"error": {"type": "string"}}, ["error"]),
-                "RunSummary": _object({
-                    "run_id": {"type": "string"}, "case_id": {"type": "integer"},
-                    "state": {"type": "string"}, "attempts": {"type": "integer"},
-                    "reason": {"type": ["string", "null"]},
-                    "stage": {"type": ["string", "null"],
-                              "description": "the stage a RUNNING run is in"},
-                    "stage_started_at": {"type": ["number", "null"]},
-                    "study": _object({
-                        name: {"type": ["string", "null"]} for name in STUDY_FIELDS},
-                        list(STUDY_FIELDS))}, ["run_id", "state", "study"]),
-                "Account": _object({"username": {"type": "string"},
-                                    "role": {"type": "string"},
-                                    "csrf_token": {"type": "string"}},
-                                   ["username", "role", "csrf_token"]),
-                "Run": {"allOf": [RUN, _object({
-                    "manifest": {"type": "object"},
-                    # The stored run result: the fields appliance.run_result declares.
-                    "result": {"type": ["object", "null"], "properties": {
-                        name: {} for name in RESULT_FIELDS}}}, ["manifest", "result"])]},
-                "Review": _object({
-                    "review_id": {"type": "integer"}, "run_id": {"type": "string"},
-                    "review_number": {"type": "integer"}, "accepted_by": {"type": "string"},
-                    "accepted_at": {"type": "number"}, "comment": STRING_OR_NULL,
-                    "label_versions": {"type": "object"}, "measurements": {"type": "object"},
-                    "outputs": {"type": "array", "items": {"type": "object"}},
-                    "report_output": {"type": ["object", "null"]}},
-                    ["review_id", "run_id", "review_number", "accepted_by"]),
-                "Tile": _object({
-                    "tile_id": {"type": "integer"}, "run_id": {"type": "string"},
-                    "case_id": {"type": "integer"}, "row_px": {"type": "integer"},
-                    "column_px": {"type": "integer"}, "height_px": {"type": "integer"},
-                    "width_px": {"type": "integer"}, "mean_uncertainty": {"type": "number"},
-                    "error_probability": NUMBER_OR_NULL, "head_version": INTEGER_OR_NULL,
-                    "reference_version": INTEGER_OR_NULL, "blind": {"type": "boolean"}},
-                    ["tile_id", "run_id", "row_px", "column_px"]),
-                "OutboxRow": _object({
-                    "id": {"type": "integer"}, "run_id": {"type": "string"},
-                    "destination": {"type": "string"}, "kind": STRING_OR_NULL,
-                    "sop_instance_uid": {"type": "string"},
-                    "state": {"type": "string", "enum": list(outbox.STATES)},
-                    "attempts": {"type": "integer"}, "next_attempt_at": NUMBER_OR_NULL,
-                    "last_status": STRING_OR_NULL, "detail": STRING_OR_NULL},
-                    ["id", "run_id", "destination", "state"]),
-                "Model": _object({
-                    "model_id": {"type": "string"}, "version": {"type": "string"},
-                    "parent": STRING_OR_NULL, "weights_sha256": {"type": "string"},
-                    "stage": {"type": "string", "enum": list(registry.STAGES)},
-                    "registered_at": {"type": "number"}, "registered_by": {"type": "string"},
-                    "card": {"type": "object",
-                             "required": list(registry.REQUIRED_CARD_FIELDS)},
-                    "history": {"type": "array", "items": _object({
-                        "at": {"type": "number"}, "actor": {"type": "string"},
-                        "from_stage": STRING_OR_NULL, "to_stage": {"type": "string"},
-                        "reason": STRING_OR_NULL})}},
-                    ["model_id", "version", "weights_sha256", "stage", "card"]),
-                "AuditEvent": _object({
-                    "id": {"type": "integer"}, "at": {"type": "number"},
-                    "actor": {"type": "string"}, "action": {"type": "string"},
-                    "object_kind": STRING_OR_NULL, "object_id": STRING_OR_NULL,
-                    "detail": {"type": ["object", "null"]}},
-                    ["id", "at", "actor", "action"]),
-                "LabelVersion": _object({
-                    "label_id": {"type": ["integer", "null"]}, "tile_id": {"type": "integer"},
-                    "version": {"type": "integer"}, "author": {"type": "string"},
-                    "kind": {"type": "string",
-                             "enum": list(labels.KINDS)},
-                    "source_version": {"type": ["integer", "null"]},
-                    "added_px": {"type": "integer"}, "removed_px": {"type": "integer"},
-                    "diff": {"type": "string"}}, ["tile_id", "version", "kind"]),
-                "Adjudication": _object({
-                    "adjudication_id": {"type": "integer"}, "tile_id": {"type": "integer"},
-                    "state": {"type": "string", "enum": list(adjudication.STATES)},
-                    "flagged_by": {"type": "string"},
-                    "first_version": {"type": "integer"},
-                    "first_author": {"type": "string"},
-                    "second_author": {"type": ["string", "null"]},
-                    "dice": {"type": ["number", "null"]},
-                    "decided_by": {"type": ["string", "null"]},
-                    "decision": {"type": ["string", "null"]},
-                    "reference_version": {"type": ["integer", "null"]}},
-                    ["adjudication_id", "tile_id", "state"]),
-            },
+            "schemas": schemas(),
         },
     }
