@@ -54,6 +54,11 @@ def with_config(command):
     return wrapper
 
 
+def local_time(epoch: float) -> str:
+    """Seconds since 1970 as this box's local time, for tables a person reads."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
 def setup_logging(config: Config) -> None:
     logging.basicConfig(level=config.appliance.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -195,7 +200,7 @@ def runs_list(config: Config, state: str | None, limit: int, study_instance_uid:
     click.echo(f"{'run':<34}{'case':>5}  {'state':<10}{'queued':<21}{'accession':<17}"
                f"{'modality':<9}{'acquired':<11}{'study / series instance UID':<66}reason")
     for run in rows:
-        queued = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["queued_at"]))
+        queued = local_time(run["queued_at"])
         study = run["study"]
         click.echo(f"{run['run_id']:<34}{run['case_id']:>5}  {run['state']:<10}{queued:<21}"
                    f"{study['accession_number'] or '-':<17}{study['modality'] or '-':<9}"

@@ -4,13 +4,12 @@ from the command line."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
 
 from appliance import gates, registry
-from appliance.cli import with_config
+from appliance.cli import local_time, with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
 
@@ -46,7 +45,7 @@ def model_list(config: Config, as_json: bool) -> None:
         return
     click.echo(f"{'model':<28}{'version':<9}{'stage':<12}{'registered':<21}weights sha256")
     for model in models:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(model["registered_at"]))
+        when = local_time(model["registered_at"])
         click.echo(f"{model['model_id']:<28}{model['version']:<9}{model['stage']:<12}"
                    f"{when:<21}{model['weights_sha256'][:16]}…")
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
 from appliance import outbox
-from appliance.cli import with_config
+from appliance.cli import local_time, with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
 
@@ -32,7 +31,7 @@ def outbox_list(config: Config, state: str | None, as_json: bool) -> None:
     click.echo(f"{'id':>5}  {'destination':<12}{'kind':<20}{'state':<9}{'status':<8}"
                f"{'tries':>5}  {'updated':<20}run / detail")
     for row in rows:
-        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"]))
+        updated = local_time(row["updated_at"])
         click.echo(f"{row['id']:>5}  {row['destination']:<12}{row['kind']:<20}"
                    f"{row['state']:<9}{row['last_status'] or '':<8}{row['attempts']:>5}  "
                    f"{updated:<20}{row['run_id'][:12]} {row['detail'] or ''}")
