@@ -73,6 +73,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Addresses whose anonymous GET /healthz gets each component's state (a monitor); "
             "others get only ok. Behind a reverse proxy on this box, list the monitor instead."),
     Setting("web", "threads", 8, "Requests the web server handles at the same time."),
+    Setting("web", "metrics_addresses", ["127.0.0.1", "::1"],
+            "Addresses that may read GET /metrics without a session (Prometheus); others need "
+            "an admin's session."),
     Setting("web", "max_upload_mb", 2048,
             "Largest body POST /api/v1/cases takes (its files together): a 512-B-scan 16-bit "
             "volume with room to spare. Every other request is limited to 64 MiB."),

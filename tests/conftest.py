@@ -348,7 +348,7 @@ class WebApp:
             cones={"cone_count": len(cones_px)}, cone_regions=(), most_uncertain_tiles=(),
             band_contrast=1.0, needs_review=declared.ReviewFlag(False, (), {"percent": 0.0}),
             artifacts=declared.Artifacts(qc_png=arrays, preprocessed_npz=arrays, cones_csv=arrays),
-            outputs=(), stage_seconds={})
+            outputs=(), stage_seconds={"read_volume": 0.5, "cones": 2.0})
         db, uid, now = self.db, "1.2.826.0.1.3680043.10.1455.42", time.time()
         run_id = "5" * 32
         with write_transaction(db):

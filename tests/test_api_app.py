@@ -18,7 +18,8 @@ from appliance.limits import MAX_TEXT_CHARS
 from tests.conftest import ACCOUNTS, WebApp, mask_from, png_of
 from ui.openapi import document
 
-PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"),
+# /metrics checks its caller itself: a monitoring address, or an admin's session.
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/metrics"),
           ("POST", "/api/v1/session"), ("GET", "/static/<path:filename>")}
 # Path values that name nothing: every route is reached, none finds its object.
 VALUES = {"run_id": "0" * 32, "tile_id": "1", "model_id": "no-such-model",

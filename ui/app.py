@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from appliance import health
+from appliance import health, metrics
 from appliance.access.accounts import LoginRefused
+from appliance.access.permissions import allowed
 from appliance.exceptions import (
     AomasError,
     Conflict,
@@ -64,6 +65,16 @@ def create_app(appliance: Appliance) -> Flask:
         if g.user is None and request.remote_addr not in config.web.health_detail_addresses:
             report = {"ok": report["ok"]}
         return jsonify(report), 200
+
+    @app.get("/metrics")
+    @public  # its own rule: a monitoring address, or an admin's session
+    def prometheus_metrics():
+        if request.remote_addr not in config.web.metrics_addresses and not (
+                g.user is not None and allowed(g.user["role"], "view_metrics")):
+            return refuse(403, "metrics are read from a monitoring address (web.metrics_addresses)"
+                               " or with an admin's session")
+        return Response(metrics.exposition(g.db, appliance.queue),
+                        mimetype=metrics.CONTENT_TYPE)
 
     @app.errorhandler(AomasError)
     def appliance_error(error: AomasError):

@@ -23,6 +23,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "view_audit": frozenset({"admin"}),
     "view_models": EVERY_ROLE,  # cards and stages: what computed the numbers people read
     "register_models": frozenset({"admin", "ml-engineer"}),
+    "view_metrics": frozenset({"admin"}),  # /metrics away from web.metrics_addresses
 }
 
 

@@ -1,0 +1,94 @@
+"""The appliance's figures for Prometheus (GET /metrics): read from SQLite at each scrape, so
+every process (scp, worker, web) reports the same truth and nothing is kept in memory.
+
+What an admin watches: runs by state and how long their stages take, the outbox by state,
+instances received, the queue's depth, and the model lifecycle (each version's stage, its
+latest gate figures, promotions). No patient data: counts, seconds and model ids only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlite_utils
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from appliance import outbox, runs
+from appliance.queue import RunQueue
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+RECENT_RUNS = 500   # stage timings are averaged over the newest finished runs
+
+
+class ApplianceCollector:
+    def __init__(self, db: sqlite_utils.Database, queue: RunQueue | None):
+        self.db, self.queue = db, queue
+
+    def collect(self):
+        db = self.db
+        by_state = dict(db.execute("SELECT state, count(*) FROM runs GROUP BY state").fetchall())
+        gauge = GaugeMetricFamily("aomas_runs", "Runs by state.", labels=["state"])
+        for state in runs.STATES:
+            gauge.add_metric([state], by_state.get(state, 0))
+        yield gauge
+
+        stage_sum = GaugeMetricFamily(
+            "aomas_run_stage_seconds_mean",
+            f"Mean seconds per pipeline stage over the newest {RECENT_RUNS} succeeded runs.",
+            labels=["stage"])
+        seconds: dict[str, list[float]] = {}
+        for (text,) in db.execute(
+                "SELECT json_extract(result, '$.stage_seconds') FROM runs WHERE state = ? "
+                "ORDER BY finished_at DESC LIMIT ?", [runs.SUCCEEDED, RECENT_RUNS]):
+            for stage, value in json.loads(text or "{}").items():
+                seconds.setdefault(stage, []).append(value)
+        for stage, values in sorted(seconds.items()):
+            stage_sum.add_metric([stage], sum(values) / len(values))
+        yield stage_sum
+
+        rows = dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+        gauge = GaugeMetricFamily("aomas_outbox", "Outputs on their way to a PACS, by state.",
+                                  labels=["state"])
+        for state in outbox.STATES:
+            gauge.add_metric([state], rows.get(state, 0))
+        yield gauge
+
+        yield CounterMetricFamily("aomas_instances_received",
+                                  "DICOM instances stored (C-STORE and upload).",
+                                  value=db.execute("SELECT count(*) FROM instances").fetchone()[0])
+        if self.queue is not None:
+            yield GaugeMetricFamily("aomas_queue_depth", "Run tasks waiting in the queue.",
+                                    value=self.queue.depth())
+        yield from self._lifecycle()
+
+    def _lifecycle(self):
+        db = self.db
+        stage = GaugeMetricFamily("aomas_model_stage", "1 for each model version's stage.",
+                                  labels=["model_id", "stage"])
+        for model_id, model_stage in db.execute("SELECT model_id, stage FROM models"):
+            stage.add_metric([model_id, model_stage], 1)
+        yield stage
+        f1 = GaugeMetricFamily("aomas_model_gate_f1", "Mean cone F1 of the latest gate.",
+                               labels=["model_id"])
+        ece = GaugeMetricFamily("aomas_model_gate_ece",
+                                "Detection ECE (worse family) of the latest gate.",
+                                labels=["model_id"])
+        for model_id, f1_mean, ece_value in db.execute(
+                "SELECT model_id, f1_mean, ece FROM gate_results WHERE id IN "
+                "(SELECT max(id) FROM gate_results GROUP BY model_id)"):
+            f1.add_metric([model_id], f1_mean)
+            ece.add_metric([model_id], ece_value)
+        yield f1
+        yield ece
+        yield CounterMetricFamily(
+            "aomas_model_promotions", "Stage changes of model versions after registration.",
+            value=db.execute("SELECT count(*) FROM model_events WHERE from_stage IS NOT NULL"
+                             ).fetchone()[0])
+
+
+def exposition(db: sqlite_utils.Database, queue: RunQueue | None) -> bytes:
+    """The Prometheus text format of the appliance's figures now."""
+    registry = CollectorRegistry()
+    registry.register(ApplianceCollector(db, queue))
+    return generate_latest(registry)
