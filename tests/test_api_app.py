@@ -15,7 +15,7 @@ import pytest
 
 from appliance.access.permissions import PERMISSIONS
 from appliance.limits import MAX_TEXT_CHARS
-from tests.conftest import ACCOUNTS, WebApp, mask_from, png_of
+from tests.conftest import ACCOUNTS, PASSWORD, WebApp, mask_from, png_of
 from ui.openapi import document
 
 # /metrics checks its caller itself: a monitoring address, or an admin's session.
@@ -206,3 +206,52 @@ def test_label_versions_diff_idempotency_conflicts_and_rollback(web_app):
         web_app.db.execute("UPDATE labels SET author = 'x' WHERE tile_id = ?", [tile_id])
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         web_app.db.execute("DELETE FROM audit_events")
+
+
+def test_login_logout_and_what_ends_a_session(web_app):
+    from appliance.access import accounts
+
+    web_app.client("rita")     # the account exists
+    anonymous = web_app.client()
+    wrong = anonymous.post("/api/v1/session",
+                           json={"username": "rita", "password": "not it at all"})
+    unknown = anonymous.post("/api/v1/session",
+                             json={"username": "nobody", "password": "not it at all"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.get_json() == unknown.get_json()   # says nothing about which accounts exist
+
+    client = web_app.client("rita")
+    cookie = client.get_cookie("aomas_session").value
+    assert client.get("/api/v1/me").get_json()["role"] == "researcher"
+    assert client.delete("/api/v1/session").status_code == 204
+    replay = web_app.client()
+    replay.set_cookie("aomas_session", cookie)
+    assert replay.get("/api/v1/me").status_code == 401  # ended by the server: a copy is worthless
+
+    client = web_app.client("rita")
+    accounts.set_disabled(web_app.db, "rita", True, actor="test")
+    assert client.get("/api/v1/me").status_code == 401
+    refused = anonymous.post("/api/v1/session", json={"username": "rita", "password": PASSWORD})
+    assert refused.status_code == 401
+    accounts.set_disabled(web_app.db, "rita", False, actor="test")
+    assert web_app.client("rita").get("/api/v1/me").status_code == 200
+    actions = {row[0] for row in web_app.db.execute(
+        "SELECT action FROM audit_events WHERE actor = 'rita' OR object_id = 'rita'")}
+    assert {"session.login", "session.login_refused", "session.logout", "user.disable",
+            "user.enable"} <= actions
+
+
+def test_logins_are_rate_limited_per_account_and_address(web_app):
+    web_app.client("rita")
+    anonymous = web_app.client()
+    for _ in range(5):
+        answer = anonymous.post("/api/v1/session",
+                                json={"username": "rita", "password": "wrong guess 123"})
+        assert answer.status_code == 401
+    locked = anonymous.post("/api/v1/session", json={"username": "rita", "password": PASSWORD})
+    assert locked.status_code == 401 and "too many failed logins" in locked.get_json()["error"]
+    web_app.client("carl")  # other accounts from the same address still log in
+    elsewhere = web_app.client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "10.1.2.3"   # and the same account from elsewhere
+    assert elsewhere.post("/api/v1/session",
+                          json={"username": "rita", "password": PASSWORD}).status_code == 201
