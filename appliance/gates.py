@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 import sqlite_utils
 
+import gpu
 from appliance import audit, registry
 from appliance.config import Config
 from appliance.database import write_transaction
@@ -38,8 +38,6 @@ EVALUATION_TIMEOUT_SECONDS = 3600
 
 def evaluation_set(seeds_text: str) -> dict[str, Any]:
     """What the set is, and its hash."""
-    import gpu
-
     seeds = parse_seeds(seeds_text)
     source = Path(gpu.__file__).parent
     generators = {name: hashlib.sha256((source / name).read_bytes()).hexdigest()
@@ -64,7 +62,7 @@ def run_gate(db: sqlite_utils.Database, store: ObjectStore, config: Config, mode
              actor: str) -> dict[str, Any]:
     """Evaluate the registered version on the set in a subprocess; record and return the result."""
     model = registry.get_model(db, model_id)
-    directory = materialize(store, config.data_dir, model)
+    directory = registry.model_directory(store, config.data_dir, model)
     the_set = evaluation_set(config.models.evaluation_seeds)
     completed = subprocess.run(
         [sys.executable, "-m", "appliance.gate_runner", str(directory),
@@ -105,16 +103,3 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "passed": bool(row["passed"]),
             **{key: json.loads(row[key]) for key in ("evaluation_set", "code_version",
                                                      "failures", "figures")}}
-
-
-def materialize(store: ObjectStore, data_dir: Path, model: dict[str, Any]) -> Path:
-    """The version as a model directory, named by its weights' hash (never by its id, which
-    came from a card): the stored weights, checked again on load, and its card."""
-    directory = data_dir / "models" / model["weights_sha256"]
-    if not (directory / registry.WEIGHTS).is_file():
-        directory.mkdir(parents=True, exist_ok=True)
-        staged = directory / f"{registry.WEIGHTS}.partial"
-        shutil.copyfile(store.path_for(model["weights_sha256"]), staged)
-        (directory / registry.CARD).write_text(json.dumps(model["card"], indent=1))
-        os.replace(staged, directory / registry.WEIGHTS)
-    return directory

@@ -8,8 +8,6 @@ latest gate figures, promotions). No patient data: counts, seconds and model ids
 
 from __future__ import annotations
 
-import json
-
 import sqlite_utils
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -37,14 +35,12 @@ class ApplianceCollector:
             "aomas_run_stage_seconds_mean",
             f"Mean seconds per pipeline stage over the newest {RECENT_RUNS} succeeded runs.",
             labels=["stage"])
-        seconds: dict[str, list[float]] = {}
-        for (text,) in db.execute(
-                "SELECT json_extract(result, '$.stage_seconds') FROM runs WHERE state = ? "
-                "ORDER BY finished_at DESC LIMIT ?", [runs.SUCCEEDED, RECENT_RUNS]):
-            for stage, value in json.loads(text or "{}").items():
-                seconds.setdefault(stage, []).append(value)
-        for stage, values in sorted(seconds.items()):
-            stage_sum.add_metric([stage], sum(values) / len(values))
+        for stage, mean in db.execute(
+                "SELECT stage.key, avg(stage.value) FROM (SELECT result FROM runs WHERE state = ? "
+                "ORDER BY finished_at DESC LIMIT ?) AS recent, "
+                "json_each(recent.result, '$.stage_seconds') AS stage "
+                "GROUP BY stage.key ORDER BY stage.key", [runs.SUCCEEDED, RECENT_RUNS]):
+            stage_sum.add_metric([stage], mean)
         yield stage_sum
 
         rows = dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())

@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +204,19 @@ def register_directory(db: sqlite_utils.Database, store: ObjectStore, directory:
     except ValueError as error:
         raise InvalidInput(f"{directory / CARD} is not JSON ({error})") from None
     return register(db, store, card, (directory / WEIGHTS).read_bytes(), actor=actor, **options)
+
+
+def model_directory(store: ObjectStore, data_dir: Path, model: dict[str, Any]) -> Path:
+    """The version as a model directory, named by its weights' hash (never by its id, which
+    came from a card): the stored weights, checked again on load, and its card."""
+    directory = data_dir / "models" / model["weights_sha256"]
+    if not (directory / WEIGHTS).is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        staged = directory / f"{WEIGHTS}.partial"
+        shutil.copyfile(store.path_for(model["weights_sha256"]), staged)
+        (directory / CARD).write_text(json.dumps(model["card"], indent=1))
+        os.replace(staged, directory / WEIGHTS)
+    return directory
 
 
 def list_models(db: sqlite_utils.Database) -> list[dict[str, Any]]:

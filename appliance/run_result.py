@@ -41,7 +41,7 @@ class Arrays:
 
     @staticmethod
     def thickness(name: str) -> str:
-        """A thickness map in micrometres (``gpu.quantify.THICKNESS_SPANS`` names them)."""
+        """A thickness map in micrometres (``gpu.thickness.THICKNESS_SPANS`` names them)."""
         return f"thickness_{name}"
 
 
@@ -118,7 +118,7 @@ class RunResult:
     volume: VolumeSummary
     device: str                              # cpu | gpu
     motion: Motion
-    layers: dict[str, Any]                   # gpu.quantify.layer_measurements
+    layers: dict[str, Any]                   # gpu.thickness.layer_measurements
     layer_segmentation: dict[str, Any]       # agreement_dice, least_confident_b_scans
     cones: dict[str, Any]                    # gpu.quantify.mosaic_metrics of the field
     cone_regions: tuple[dict[str, Any], ...]  # the same, per region
@@ -140,24 +140,23 @@ class RunResult:
         return found[0]
 
     def to_json(self) -> dict[str, Any]:
-        document = dataclasses.asdict(self)
+        # The tiles are the tiles table's: not converted only to be dropped.
+        document = dataclasses.asdict(dataclasses.replace(self, review_tiles=None))
         del document["review_tiles"]
         return document
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RunResult:
-        return cls(
-            volume=build(VolumeSummary, document["volume"]),
-            device=document["device"], motion=build(Motion, document["motion"]),
-            layers=document["layers"], layer_segmentation=document["layer_segmentation"],
-            cones=document["cones"], cone_regions=tuple(document["cone_regions"]),
-            most_uncertain_tiles=tuple(document["most_uncertain_tiles"]),
-            band_contrast=document["band_contrast"],
-            needs_review=build(ReviewFlag, document["needs_review"]),
-            artifacts=build(Artifacts, document["artifacts"]),
-            outputs=tuple(build(Output, output) for output in document["outputs"]),
-            stage_seconds=document["stage_seconds"], cone_scale=document.get("cone_scale"),
-            spectral_spacing=document.get("spectral_spacing"))
+        # An older result's review tiles are left where they now live, in the tiles table.
+        stored = {key: value for key, value in document.items() if key != "review_tiles"}
+        nested = {name: build(kind, stored[name]) for name, kind in NESTED.items()}
+        return build(cls, {**stored, **nested,
+                           "outputs": [build(Output, output) for output in stored["outputs"]]})
+
+
+# The fields of the result that are classes of their own (read back by ``from_json``).
+NESTED = {"volume": VolumeSummary, "motion": Motion, "needs_review": ReviewFlag,
+          "artifacts": Artifacts}
 
 
 # The fields of the stored result (``to_json``), for the API's document.
@@ -169,12 +168,9 @@ def json_path(*names: str) -> str:
     declaration (so a renamed field fails here, not as a silent NULL in a query)."""
     kind: type | None = RunResult
     for name in names:
-        fields = {f.name: f for f in dataclasses.fields(kind)} if kind else {}
-        if name not in fields:
+        if kind is None or name not in {f.name for f in dataclasses.fields(kind)}:
             raise KeyError(f"{'.'.join(names)} is not a field of the run result")
-        declared = fields[name].type
-        kind = next((c for c in (Artifacts, Motion, ReviewFlag, VolumeSummary)
-                     if declared == c.__name__), None)
+        kind = NESTED.get(name) if kind is RunResult else None
     return "$." + ".".join(names)
 
 

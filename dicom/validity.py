@@ -45,7 +45,7 @@ def uid_problem(value: object) -> str | None:
 def plain_text(value: object, vr: str) -> str | None:
     """A received text value fit to show and to search by, stripped; None if it is absent,
     not text, longer than ``vr`` allows, or holds control characters (a hostile peer's)."""
-    if value is None or not isinstance(value, str):
+    if not isinstance(value, str):
         return None
     text = value.strip()
     if not text or len(text) > MAX_CHARS[vr] or not text.isprintable():

@@ -85,7 +85,7 @@ def create_app(appliance: Appliance) -> Flask:
     def body_too_large(error: RequestEntityTooLarge):
         limit_mib = (request.max_content_length or 0) // 2**20
         advice = ("; split the files over several requests, or an admin raises "
-                  "web.max_upload_mb" if limit_mib == config.web.max_upload_mb else "")
+                  "web.max_upload_mb" if security.route_takes_large_bodies() else "")
         return refuse(413, f"the request body is larger than the {limit_mib} MiB this route "
                            f"takes{advice}")
 

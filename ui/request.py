@@ -9,7 +9,6 @@ hung up mid-body) are removed when the request ends.
 
 from __future__ import annotations
 
-import os
 import uuid
 from functools import cached_property
 from pathlib import Path
@@ -34,10 +33,7 @@ class SpooledRequest(Request):
     def close(self) -> None:
         super().close()
         for path in self.spooled_paths:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass  # adopted: renamed into the object store
+            path.unlink(missing_ok=True)  # adopted ones were renamed into the object store
 
 
 def spooled_path(stream: IO[bytes]) -> Path:

@@ -125,9 +125,14 @@ def refuse(status: int, message: str):
     return render_template("error.html", status=status, message=message), status
 
 
-def _limit_body():
+def route_takes_large_bodies() -> bool:
+    """Whether this request's route is marked ``takes_large_bodies``."""
     view = current_app.view_functions.get(request.endpoint)
-    if getattr(view, "takes_large_bodies", False):
+    return getattr(view, "takes_large_bodies", False)
+
+
+def _limit_body():
+    if route_takes_large_bodies():
         request.max_content_length = current_app.config["AOMAS_MAX_UPLOAD_BYTES"]
 
 
