@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from appliance import health, registry, runs
+from appliance import health, registry, routing, runs
 from appliance.access import accounts
 from appliance.config import Config, load_config, reference_markdown
 from appliance.demo.study import write_phantom_study
@@ -92,8 +92,9 @@ def init(config: Config, admin_user: str, admin_password_file: str | None) -> No
         click.echo(f"admin account '{admin_user}' created")
     else:
         click.echo(f"admin account '{admin_user}' already exists; left unchanged")
-    # The bundled model is production while no other model is configured (pipeline.model_dir).
-    in_use = not config.pipeline.model_dir
+    # The bundled model is production while no other model is configured (pipeline.model_dir)
+    # and the registry names no production version yet.
+    in_use = not config.pipeline.model_dir and "production" not in routing.pointers(db)
     model, registered = registry.register_directory(
         db, store, BOOTSTRAP_DIR, actor="aomas init",
         stage=registry.PRODUCTION if in_use else registry.STAGING,

@@ -30,6 +30,11 @@ class Conflict(AomasError):
     """The request clashes with the current state (a newer version, a reused key); reload."""
 
 
+class GateFailed(AomasError):
+    """A model version's gate result does not allow the promotion asked for; the message says
+    which figure failed (an admin may override with a written reason)."""
+
+
 class NotPermitted(AomasError):
     """This person may not do this to this object, whatever their role (e.g. rate blind a
     tile they labelled); someone else has to."""

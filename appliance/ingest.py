@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from appliance import audit, runs
+from appliance import audit, routing
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import StorageFull
 from appliance.storage import ObjectStore
@@ -36,7 +36,9 @@ RECEIVING, COMPLETE = "receiving", "complete"
 class Ingest:
     def __init__(self, databases: ThreadLocalDatabase, store: ObjectStore, *, seed: int,
                  model: dict, series_idle_seconds: float,
-                 on_run_queued: Callable[[str], None]):
+                 on_run_queued: Callable[..., None]):
+        """``model``: the manifest entry of the model a case gets while the registry names no
+        production version (``appliance.routing``); ``on_run_queued(run_id, arm=…)``."""
         self.databases = databases
         self.store = store
         self.seed = seed
@@ -65,12 +67,12 @@ class Ingest:
             if new:  # the sender is told it failed and will resend: keep no orphan
                 self.store.discard(sha256)
             return status.OUT_OF_RESOURCES
-        for run_id in queued:
-            self.on_run_queued(run_id)
+        for run_id, arm in queued:
+            self.on_run_queued(run_id, arm=arm)
         return status.SUCCESS
 
     def _record(self, db: sqlite_utils.Database, received: ReceivedInstance, sha256: str,
-                size: int) -> list[str]:
+                size: int) -> list[tuple[str, str]]:
         existing = list(db["instances"].rows_where("sop_instance_uid = ?",
                                                    [received.sop_instance_uid]))
         if existing:
@@ -101,7 +103,7 @@ class Ingest:
         })
         series = self._update_series(db, received, now)
         if _complete_on_arrival(series):
-            return [self._complete(db, series["series_instance_uid"], now)]
+            return self._complete(db, series["series_instance_uid"], now)
         return []
 
     def _update_series(self, db: sqlite_utils.Database, received: ReceivedInstance,
@@ -133,19 +135,23 @@ class Ingest:
         series["arrived_frames"] = received.number_of_frames
         return series
 
-    def _complete(self, db: sqlite_utils.Database, series_instance_uid: str, now: float) -> str:
+    def _complete(self, db: sqlite_utils.Database, series_instance_uid: str,
+                  now: float) -> list[tuple[str, str]]:
+        """The case's runs queued now, as (run_id, arm)."""
         db["cases"].insert({"series_instance_uid": series_instance_uid, "created_at": now},
                            ignore=True)
         case_id = db.execute("SELECT case_id FROM cases WHERE series_instance_uid = ?",
                              [series_instance_uid]).fetchone()[0]
         db["series"].update(series_instance_uid, {"state": COMPLETE, "completed_at": now})
-        run_id, created = runs.submit(db, case_id, seed=self.seed, model=self.model)
-        log.info("case %d complete; run %s %s", case_id, run_id,
-                 "queued" if created else "already exists")
-        return run_id
+        dispatched = routing.dispatch(db, case_id, seed=self.seed, fallback=self.model)
+        for run_id, created in dispatched:
+            log.info("case %d complete; run %s %s", case_id, run_id,
+                     "queued" if created else "already exists")
+        return [(run_id, db["runs"].get(run_id)["arm"]) for run_id, _ in dispatched]
 
-    def complete_idle_series(self) -> list[str]:
-        """Complete every series that has been quiet for ``series_idle_seconds``."""
+    def complete_idle_series(self) -> list[tuple[str, str]]:
+        """Complete every series that has been quiet for ``series_idle_seconds``; return the
+        runs queued, as (run_id, arm)."""
         db = self.databases.get()
         cutoff = time.time() - self.series_idle_seconds
         queued = []
@@ -153,9 +159,9 @@ class Ingest:
             idle = db.execute("SELECT series_instance_uid FROM series WHERE state = ? "
                               "AND last_received_at <= ?", [RECEIVING, cutoff]).fetchall()
             for (uid,) in idle:
-                queued.append(self._complete(db, uid, time.time()))
-        for run_id in queued:
-            self.on_run_queued(run_id)
+                queued += self._complete(db, uid, time.time())
+        for run_id, arm in queued:
+            self.on_run_queued(run_id, arm=arm)
         return queued
 
 

@@ -223,3 +223,32 @@ def _gate_results(db: sqlite_utils.Database) -> None:
     for change in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER gate_results_no_{change.lower()} BEFORE {change} ON "
                    "gate_results BEGIN SELECT RAISE(ABORT, 'gate_results is append-only'); END")
+
+
+@migrations(name="0013_model_routing")
+def _model_routing(db: sqlite_utils.Database) -> None:
+    # Stages as pointers: production, canary (with its share of studies) and shadow each name
+    # at most one version. A change of pointer is a model_events row, now with the action
+    # (register, promote, override, rollback, traffic), the canary's traffic and the gate
+    # result it was judged by.
+    db["model_pointers"].create({
+        "pointer": str, "model_id": str, "traffic_percent": int, "since": float,
+    }, pk="pointer", foreign_keys=[("model_id", "models")], not_null={"model_id"})
+    for column, kind in (("action", str), ("traffic_percent", int), ("gate_result_id", int)):
+        db["model_events"].add_column(column, kind)
+    # The version `aomas init` registered as production before there were pointers.
+    db.execute("INSERT OR IGNORE INTO model_pointers (pointer, model_id, since) "
+               "SELECT 'production', model_id, registered_at FROM models "
+               "WHERE stage = 'PRODUCTION'")
+    # Each run's arm and model version, decided once at dispatch (appliance.routing): retries
+    # and other worker boxes read them, nobody decides again. Older runs keep NULL: production.
+    db["runs"].add_column("arm", str)
+    db["runs"].add_column("model_id", str)
+    db["runs"].create_index(["model_id"])
+    # A shadow run beside the production run of the same case, compared once both finished.
+    db["shadow_comparisons"].create({
+        "shadow_run_id": str, "production_run_id": str, "case_id": int,
+        "shadow_model_id": str, "production_model_id": str, "at": float, "figures": str,
+    }, pk="shadow_run_id", foreign_keys=[("shadow_run_id", "runs"),
+                                         ("production_run_id", "runs")])
+    db["shadow_comparisons"].create_index(["shadow_model_id"])

@@ -1,5 +1,5 @@
-"""``aomas model register|list|show|gate``: the registry of model versions and their gates,
-from the command line."""
+"""``aomas model register|list|show|gate|promote|rollback``: the registry of model versions,
+their gates, promotion and rollback, from the command line."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from pathlib import Path
 
 import click
 
-from appliance import gates, registry
+from appliance import gates, lifecycle, registry
 from appliance.cli import local_time, with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
 
 ACTOR = "aomas model"  # the command line has no login; the audit names the tool
+# Whoever runs it on the box administers the appliance: they may override a failed gate, with
+# a reason, as an admin may on the page.
+CLI_ACTOR = lifecycle.Actor(ACTOR, may_override=True)
 
 
 @click.group(name="model")
@@ -75,3 +78,36 @@ def model_show(config: Config, model_id: str) -> None:
     db = databases.get()
     click.echo(json.dumps({**registry.get_model(db, model_id),
                            "gate_results": gates.results(db, model_id)}, indent=1))
+
+
+@model_group.command(name="promote")
+@click.argument("model_id")
+@click.option("--stage", required=True, type=click.Choice(list(lifecycle.POINTER_OF)))
+@click.option("--traffic-percent", type=int,
+              help=f"A canary's share of studies (default {lifecycle.DEFAULT_CANARY_PERCENT}).")
+@click.option("--override-reason", default="",
+              help="Promote despite a failed gate; recorded and shown as an override.")
+@with_config
+def model_promote(config: Config, model_id: str, stage: str, traffic_percent: int | None,
+                  override_reason: str) -> None:
+    """Point STAGE at MODEL_ID: only when its gate passes (or with --override-reason)."""
+    databases, _ = open_data_dir(config)
+    model = lifecycle.promote(databases.get(), config, model_id, stage, actor=CLI_ACTOR,
+                              traffic_percent=traffic_percent,
+                              override_reason=override_reason)
+    last = model["history"][-1]
+    click.echo(f"{model_id} is {model['stage']}"
+               + (f" ({last['traffic_percent']} % of studies)" if last["traffic_percent"]
+                  else "") + f": {last['reason']}")
+
+
+@model_group.command(name="rollback")
+@click.argument("model_id")
+@click.option("--reason", default="", help="Why; kept in the stage history.")
+@with_config
+def model_rollback(config: Config, model_id: str, reason: str) -> None:
+    """Take MODEL_ID off every pointer; production goes back to the version before."""
+    databases, _ = open_data_dir(config)
+    _, _, message = lifecycle.rollback(databases.get(), model_id, actor=CLI_ACTOR,
+                                       reason=reason)
+    click.echo(message)

@@ -22,7 +22,9 @@ import sqlite_utils
 
 from appliance import audit
 from appliance.database import write_transaction
+from appliance.exceptions import NotPermitted
 from appliance.run_result import Output
+from appliance.runs import SHADOW_ARM
 from appliance.storage import ObjectStore
 from dicom import status as dimse
 from dicom.orthanc import upload_files
@@ -54,7 +56,11 @@ def segmentation_types(destinations: Iterable[dict]) -> tuple[str, ...]:
 
 def enqueue(db: sqlite_utils.Database, run_id: str, outputs: Iterable[Output],
             destinations: Iterable[dict], now: float | None = None) -> int:
-    """Rows for the run's outputs at every destination that wants them; returns how many new."""
+    """Rows for the run's outputs at every destination that wants them; returns how many new.
+    A shadow run's outputs are refused (NotPermitted): they never leave the appliance."""
+    if _is_shadow_run(db, run_id):
+        raise NotPermitted(f"run {run_id} is a shadow run; its outputs never leave the "
+                           "appliance")
     now = time.time() if now is None else now
     rows = [{"run_id": run_id, "destination": destination["name"], "kind": output.kind,
              "sop_class_uid": output.sop_class_uid,
@@ -88,12 +94,23 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
             "ORDER BY id", [destination["name"], PENDING, now]))
         if not rows:
             continue
-        expired = [r for r in rows if now - r["created_at"] > dead_after_seconds]
+        # A second check, independent of the worker's: a row of a shadow run (put here by
+        # hand or by a fault) is never sent.
+        refused = [r for r in rows if _is_shadow_run(db, r["run_id"])]
+        for row in refused:
+            log.error("outbox row %d belongs to shadow run %s; refused, not sent", row["id"],
+                      row["run_id"])
+            _record(db, row, DEAD, None, now, "refused: the output of a shadow run never "
+                    "leaves the appliance", attempted=False)
+        expired = [r for r in rows if r not in refused
+                   and now - r["created_at"] > dead_after_seconds]
         for row in expired:
             _record(db, row, DEAD, row["last_status"], now,
                     f"not delivered within {dead_after_seconds:.0f} s: {row['detail'] or ''}",
                     attempted=False)
-        rows = [r for r in rows if r not in expired]
+        rows = [r for r in rows if r not in expired and r not in refused]
+        if not rows:
+            continue
         results = _send(destination, [store.path_for(r["object_sha256"]) for r in rows],
                         calling_ae=calling_ae)
         # When the answers came (updated_at): what the scan-to-PACS latency ends with.
@@ -104,6 +121,11 @@ def deliver_due(db: sqlite_utils.Database, store: ObjectStore, destinations: Ite
             state = _outcome(db, row, result, answered_at, retry_base_seconds)
             counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+def _is_shadow_run(db: sqlite_utils.Database, run_id: str) -> bool:
+    row = db.execute("SELECT arm FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    return bool(row) and row[0] == SHADOW_ARM
 
 
 def _send(destination: dict, paths: list, *, calling_ae: str) -> list[SendResult]:

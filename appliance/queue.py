@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, PriorityRedisHuey, SqliteHuey
 
 from appliance.config import Config
 from appliance.exceptions import ConfigurationError
+from appliance.runs import SHADOW_ARM
 
 TASK_NAME = "execute_run"
+# Higher first: a shadow run (appliance.routing) waits behind every production and canary run.
+PRIORITY, SHADOW_PRIORITY = 10, 0
 
 
 def make_huey(config: Config) -> Huey:
@@ -22,7 +25,8 @@ def make_huey(config: Config) -> Huey:
         return SqliteHuey("aomas", filename=str(config.data_dir / "queue.db"), fsync=True,
                           results=False)
     if config.queue.backend == "redis":
-        return RedisHuey("aomas", url=config.queue.redis_url, results=False)
+        # The priority storage (a sorted set; Redis 5 or later) so shadow runs wait.
+        return PriorityRedisHuey("aomas", url=config.queue.redis_url, results=False)
     raise ConfigurationError(
         f"queue.backend must be 'sqlite' or 'redis', not {config.queue.backend!r}")
 
@@ -49,11 +53,12 @@ class RunQueue:
         self._execute = execute
         return self.huey.create_consumer(**options)
 
-    def enqueue(self, run_id: str, delay_seconds: float = 0) -> None:
+    def enqueue(self, run_id: str, delay_seconds: float = 0, *, arm: str | None = None) -> None:
+        priority = SHADOW_PRIORITY if arm == SHADOW_ARM else PRIORITY
         if delay_seconds > 0:
-            self._task.schedule(args=(run_id,), delay=delay_seconds)
+            self._task.schedule(args=(run_id,), delay=delay_seconds, priority=priority)
         else:
-            self._task(run_id)
+            self.huey.enqueue(self._task.s(run_id, priority=priority))
 
     def waiting_run_ids(self) -> set[str]:
         """Runs with a task still waiting in the queue or its schedule."""

@@ -62,13 +62,13 @@ def reconcile(db: sqlite_utils.Database, queue: RunQueue, config: Config) -> dic
                       "running this; it may exhaust memory on this input")
         elif runs.requeue(db, run["run_id"], delay_seconds=0,
                           reason=f"worker {run['worker']} stopped during the run; re-queued"):
-            queue.enqueue(run["run_id"])
+            queue.enqueue(run["run_id"], arm=run["arm"])
             counts["requeued"] += 1
 
     waiting = queue.waiting_run_ids()
     for run in db["runs"].rows_where("state = ? AND not_before <= ?", [runs.QUEUED, now]):
         if run["run_id"] not in waiting:
-            queue.enqueue(run["run_id"])
+            queue.enqueue(run["run_id"], arm=run["arm"])
             counts["rang_again"] += 1
     if any(counts.values()):
         log.info("reconciled: %s", counts)

@@ -117,9 +117,11 @@ def write_model(directory: Path, networks: dict, card: dict) -> ModelRecord:
 
 # -- the registry: every model version the appliance knows, immutable once registered ----------
 
-STAGING, SHADOW, CANARY, PRODUCTION, RETIRED = (
-    "STAGING", "SHADOW", "CANARY", "PRODUCTION", "RETIRED")
-STAGES = (STAGING, SHADOW, CANARY, PRODUCTION, RETIRED)
+# SHADOW, CANARY and PRODUCTION are held through the routing pointers (appliance.lifecycle);
+# RETIRED: replaced as production; ROLLED_BACK: taken off its pointer by a rollback.
+STAGING, SHADOW, CANARY, PRODUCTION, RETIRED, ROLLED_BACK = (
+    "STAGING", "SHADOW", "CANARY", "PRODUCTION", "RETIRED", "ROLLED_BACK")
+STAGES = (STAGING, SHADOW, CANARY, PRODUCTION, RETIRED, ROLLED_BACK)
 # What a card must say before its model is registered (Mitchell et al. 2019, trimmed to what
 # a reviewer of this appliance needs); "parent" may be null, the rest may not be empty.
 REQUIRED_CARD_FIELDS = ("model_id", "version", "parent", "data_hash", "intended_use",
@@ -185,7 +187,11 @@ def register(db: sqlite_utils.Database, store: ObjectStore, card: dict, weights:
             "card": json.dumps(card, sort_keys=True), "stage": stage,
             "registered_at": now, "registered_by": actor})
         db["model_events"].insert({"model_id": card["model_id"], "at": now, "actor": actor,
-                                   "from_stage": None, "to_stage": stage, "reason": reason})
+                                   "from_stage": None, "to_stage": stage, "reason": reason,
+                                   "action": "register"})
+        if stage == PRODUCTION:  # the bundled model at `aomas init`, while none is production
+            db["model_pointers"].insert({"pointer": "production", "model_id": card["model_id"],
+                                         "since": now})
         audit.record(db, actor=actor, action="model.register", object_kind="model",
                      object_id=card["model_id"], detail={"weights_sha256": sha256,
                                                          "stage": stage})
@@ -207,9 +213,11 @@ def register_directory(db: sqlite_utils.Database, store: ObjectStore, directory:
 
 
 def model_directory(store: ObjectStore, data_dir: Path, model: dict[str, Any]) -> Path:
-    """The version as a model directory, named by its weights' hash (never by its id, which
-    came from a card): the stored weights, checked again on load, and its card."""
-    directory = data_dir / "models" / model["weights_sha256"]
+    """The version as a model directory: the stored weights, checked again on load, and its
+    card. Named by a hash of id and weights (never by the id itself, which came from a card):
+    two ids may share weights, and each directory holds its own card."""
+    name = hashlib.sha256(f"{model['model_id']}\n{model['weights_sha256']}".encode())
+    directory = data_dir / "models" / name.hexdigest()
     if not (directory / WEIGHTS).is_file():
         directory.mkdir(parents=True, exist_ok=True)
         staged = directory / f"{WEIGHTS}.partial"

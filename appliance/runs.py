@@ -23,6 +23,10 @@ from appliance.version import pipeline_version
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
 FINISHED = (SUCCEEDED, FAILED)
+# A run's arm (appliance.routing): production and canary results go to the PACS; a shadow
+# run's never leave the appliance. Runs from before routing have none: production.
+PRODUCTION_ARM, CANARY_ARM, SHADOW_ARM = "production", "canary", "shadow"
+ARMS = (PRODUCTION_ARM, CANARY_ARM, SHADOW_ARM)
 
 
 def input_checksum(db: sqlite_utils.Database, series_instance_uid: str) -> str:
@@ -37,9 +41,11 @@ def input_checksum(db: sqlite_utils.Database, series_instance_uid: str) -> str:
 
 
 def build_manifest(db: sqlite_utils.Database, case_id: int, *, seed: int, model: dict,
-                   parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+                   parameters: dict[str, Any] | None = None,
+                   arm: str = PRODUCTION_ARM) -> dict[str, Any]:
     case = db["cases"].get(case_id)
     return {
+        "arm": arm,
         "case_id": case_id,
         "input_sha256": input_checksum(db, case["series_instance_uid"]),
         "pipeline": pipeline_version(),
@@ -55,13 +61,19 @@ def derive_run_id(manifest: dict[str, Any]) -> str:
 
 
 def submit(db: sqlite_utils.Database, case_id: int, *, seed: int, model: dict,
-           parameters: dict[str, Any] | None = None) -> tuple[str, bool]:
-    """Create the run for this case and configuration, or find it; return (run_id, created).
+           parameters: dict[str, Any] | None = None,
+           arm: str = PRODUCTION_ARM) -> tuple[str, bool]:
+    """Create the run for this case, configuration and arm, or find it; return (run_id,
+    created).
 
-    Call inside a write transaction. Older runs of the same case are marked superseded; one
+    Call inside a write transaction. Older runs of the same case are marked superseded (a
+    shadow run only by a shadow run, the others only by a production or canary run); one
     still waiting in the queue is failed, so that stale data is never processed after new data.
     """
-    manifest = build_manifest(db, case_id, seed=seed, model=model, parameters=parameters)
+    if arm not in ARMS:
+        raise InvalidInput(f"arm must be one of {', '.join(ARMS)}")
+    manifest = build_manifest(db, case_id, seed=seed, model=model, parameters=parameters,
+                              arm=arm)
     run_id = derive_run_id(manifest)
     if db["runs"].count_where("run_id = ?", [run_id]):
         return run_id, False
@@ -69,10 +81,14 @@ def submit(db: sqlite_utils.Database, case_id: int, *, seed: int, model: dict,
     db["runs"].insert({
         "run_id": run_id, "case_id": case_id, "state": QUEUED,
         "manifest": json.dumps(manifest, sort_keys=True), "input_sha256": manifest["input_sha256"],
-        "attempts": 0, "not_before": now, "queued_at": now,
+        "attempts": 0, "not_before": now, "queued_at": now, "arm": arm,
+        "model_id": model.get("id"),
     })
-    for older in db["runs"].rows_where("case_id = ? AND run_id != ? AND superseded_by IS NULL",
-                                       [case_id, run_id]):
+    shadow = int(arm == SHADOW_ARM)
+    for older in db["runs"].rows_where(
+            "case_id = ? AND run_id != ? AND superseded_by IS NULL "
+            "AND (COALESCE(arm, ?) = ?) = ?",
+            [case_id, run_id, PRODUCTION_ARM, SHADOW_ARM, shadow]):
         change: dict[str, Any] = {"superseded_by": run_id}
         if older["state"] == QUEUED:
             change.update(state=FAILED, finished_at=now,
@@ -179,8 +195,13 @@ def requeue(db: sqlite_utils.Database, run_id: str, *, delay_seconds: float,
     return cursor.rowcount == 1
 
 
+def is_shadow(run: dict[str, Any]) -> bool:
+    return run.get("arm") == SHADOW_ARM
+
+
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     run = {key: value for key, value in row.items() if not key.startswith("study_")}
+    run["arm"] = run.get("arm") or PRODUCTION_ARM
     return {**run, "manifest": json.loads(row["manifest"]),
             "result": RunResult.from_json(json.loads(row["result"])) if row["result"] else None,
             "study": {name: row[f"study_{name}"] for name in STUDY_FIELDS}}

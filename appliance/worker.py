@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
-from appliance import outbox, runs
+from appliance import outbox, registry, runs, shadow
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.pipeline import run_pipeline
@@ -53,7 +53,7 @@ class Worker:
         heartbeat.start()
         try:
             result = run_pipeline(
-                run, self._instance_paths(run), self.store, self.model,
+                run, self._instance_paths(run), self.store, self.model_of(run),
                 use_gpu=self.config.pipeline.gpu != "off",
                 predictor_kind=self.config.pipeline.predictor,
                 uncertainty_samples=self.config.pipeline.uncertainty_samples,
@@ -71,16 +71,42 @@ class Worker:
                       "report it with the run id")
         else:
             # One transaction: a crash cannot leave a SUCCEEDED run whose outputs never go out.
+            # A shadow run's outputs stay here, and nobody reviews it: no outbox, no tiles.
             with write_transaction(db):
                 succeeded = runs.succeed(db, run_id, self.identity, result)
-                if succeeded:
+                if succeeded and not runs.is_shadow(run):
                     outbox.enqueue(db, run_id, result.outputs, self.config.destinations)
                     tiles.record(db, run_id, run["case_id"], result.review_tiles)
             if succeeded:
                 log.info("run %s: SUCCEEDED", run_id)
                 self._outputs_waiting.set()
+                self._compare_shadow(run["case_id"])
         finally:
             heartbeat.stop()
+
+    def model_of(self, run: dict) -> registry.ModelRecord:
+        """The model version the run was dispatched with (its manifest names it), from the
+        registry; this process's configured model when it is that one."""
+        entry = run["manifest"]["model"]
+        if entry == self.model.manifest_entry():
+            return self.model
+        db = self.databases.get()
+        model = registry.get_model(db, entry["id"], missing_ok=True)
+        if model is None or model["weights_sha256"] != entry["weights_sha256"]:
+            raise ConfigurationError(f"the run names model {entry['id']} with weights "
+                                     f"{entry['weights_sha256'][:16]}…, which the registry "
+                                     "does not hold; register that version or re-run the case")
+        return registry.model_record(
+            str(registry.model_directory(self.store, self.config.data_dir, model)))
+
+    def _compare_shadow(self, case_id: int) -> None:
+        # The comparison is for people weighing a version; failing it must not fail the run.
+        try:
+            db = self.databases.get()
+            with write_transaction(db):
+                shadow.compare(db, self.store, case_id)
+        except Exception:
+            log.exception("case %d: could not compare the shadow run; will not retry", case_id)
 
     def _record_stage(self, run_id: str, stage: str) -> None:
         # Progress is for people watching; a busy database must not fail the run over it.
@@ -98,7 +124,7 @@ class Worker:
         delay = self.config.worker.retry_base_seconds * 2 ** (attempts - 1)
         delay *= random.uniform(0.5, 1.5)  # jitter keeps retries of many runs apart
         if runs.requeue(db, run["run_id"], delay_seconds=delay, reason=f"retrying: {reason}"):
-            self.queue.enqueue(run["run_id"], delay_seconds=delay)
+            self.queue.enqueue(run["run_id"], delay_seconds=delay, arm=run["arm"])
             log.warning("run %s: transient error, retry in %.1f s: %s", run["run_id"], delay,
                         reason)
 

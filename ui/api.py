@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from flask_wtf.csrf import generate_csrf
 
-from appliance import audit, outbox, runs, uploads
+from appliance import audit, outbox, routing, runs, uploads
 from appliance.database import write_transaction
 from appliance.exceptions import InvalidInput, NotFound, TransientError
 from appliance.limits import MAX_RUNS_LISTED
@@ -78,21 +78,31 @@ def get_run(run_id: str):
 @blueprint.post("/runs")
 @requires("create_runs")
 def create_run():
-    """Process a case with the current configuration; the same case and configuration again
-    answer with the existing run (200), a new one with 201."""
-    case_id = payload.field(payload.body(), "case_id", int)
+    """Process a case with the current configuration and the model versions the registry
+    routes it to now (a re-run after a rollback); the same case and configuration again answer
+    with the existing run (200), a new one with 201. The answer is the production or canary
+    run; a shadow run, if any, is queued beside it."""
+    run_id, created = dispatch_case(payload.field(payload.body(), "case_id", int))
+    return jsonify(run_summary(runs.get(g.db, run_id))), 201 if created else 200
+
+
+def dispatch_case(case_id: int) -> tuple[str, bool]:
+    """The one way the API and the pages start a case's runs: routed now, audited, queued;
+    returns the production or canary run as (run_id, created)."""
     parts = payload.appliance()
     with write_transaction(g.db):
         if not g.db["cases"].count_where("case_id = ?", [case_id]):
             raise NotFound(f"no case {case_id}")
-        run_id, created = runs.submit(g.db, case_id, seed=parts.config.pipeline.seed,
-                                      model=parts.model.manifest_entry())
+        dispatched = routing.dispatch(g.db, case_id, seed=parts.config.pipeline.seed,
+                                      fallback=parts.model.manifest_entry())
+        for run_id, created in dispatched:
+            if created:
+                audit.record(g.db, actor=g.user["username"], action="run.create",
+                             object_kind="run", object_id=run_id, detail={"case_id": case_id})
+    for run_id, created in dispatched:
         if created:
-            audit.record(g.db, actor=g.user["username"], action="run.create",
-                         object_kind="run", object_id=run_id, detail={"case_id": case_id})
-    if created:
-        enqueue_run(run_id)
-    return jsonify(run_summary(runs.get(g.db, run_id))), 201 if created else 200
+            enqueue_run(run_id)
+    return dispatched[0]
 
 
 @blueprint.post("/runs/<run_id>/retry")
@@ -164,7 +174,7 @@ def upload_case():
 def enqueue_run(run_id: str) -> None:
     # The reconciler re-queues a QUEUED run whose doorbell was lost, so a queue hiccup here
     # delays the run without losing it.
-    payload.appliance().queue.enqueue(run_id)
+    payload.appliance().queue.enqueue(run_id, arm=g.db["runs"].get(run_id)["arm"])
 
 
 def run_summary(run: dict) -> dict:
@@ -172,7 +182,8 @@ def run_summary(run: dict) -> dict:
     result = run.get("result")
     return {key: run.get(key) for key in ("run_id", "case_id", "state", "attempts", "queued_at",
                                           "started_at", "finished_at", "reason", "superseded_by",
-                                          "stage", "stage_started_at", "study")
+                                          "stage", "stage_started_at", "study", "arm",
+                                          "model_id")
             } | {"stage_seconds": result.stage_seconds if result else {},
                  "cone_density_per_mm2": result.cones.get("cone_density_per_mm2")
                  if result else None,

@@ -1,14 +1,15 @@
 """The JSON API's model registry: list the registered model versions, show one, register one
-(weights as safetensors + its model card). Promotion, routing and rollback come next
-(issue 16); a registered model is STAGING and serves no run until then."""
+(weights as safetensors + its model card), start its gate evaluation, promote it (guarded by
+the gate; an admin may override) and roll it back (appliance.lifecycle)."""
 
 from __future__ import annotations
 
 import json
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
-from appliance import gates, registry
+from appliance import gates, lifecycle, registry, shadow
+from appliance.access.permissions import allowed
 from appliance.exceptions import InvalidInput
 from ui import payload
 from ui.security import requires, takes_large_bodies
@@ -25,8 +26,62 @@ def list_models():
 @blueprint.get("/models/<model_id>")
 @requires("view_models")
 def get_model(model_id: str):
-    return jsonify({**registry.get_model(g.db, model_id),
-                    "gate_results": gates.results(g.db, model_id)})
+    return jsonify(model_document(model_id))
+
+
+def model_document(model_id: str) -> dict:
+    """A version as the API and its page show it: card, history, gate results, shadow
+    summary, and whether its gate is being evaluated now."""
+    return {**registry.get_model(g.db, model_id),
+            "gate_results": gates.results(g.db, model_id),
+            "gate_running": gate_jobs().running_since(model_id) is not None,
+            "shadow_summary": shadow.summary(g.db, model_id)}
+
+
+def gate_jobs() -> gates.GateJobs:
+    return current_app.extensions["aomas_gates"]
+
+
+def actor() -> lifecycle.Actor:
+    return lifecycle.Actor(g.user["username"],
+                           may_override=allowed(g.user["role"], "override_gates"))
+
+
+@blueprint.post("/models/<model_id>/gate")
+@requires("promote_models")
+def start_gate(model_id: str):
+    """Evaluate the version on the frozen set in the background (minutes); 202 when started,
+    200 when its evaluation was running already. GET the model to see the result."""
+    started = gate_jobs().start(model_id, actor=g.user["username"])
+    return jsonify(model_document(model_id)), 202 if started else 200
+
+
+@blueprint.post("/models/<model_id>/promote")
+@requires("promote_models")
+def promote_model(model_id: str):
+    """``{"stage": "SHADOW"|"CANARY"|"PRODUCTION", "traffic_percent": 10,
+    "override_reason": "…"}``: 400 with the failing figure when the gate does not allow it."""
+    body = payload.body()
+    lifecycle.promote(
+        g.db, payload.appliance().config, model_id, payload.field(body, "stage", str),
+        actor=actor(),
+        traffic_percent=payload.field(body, "traffic_percent", int, required=False),
+        override_reason=payload.field(body, "override_reason", str, required=False,
+                                      default=""))
+    return jsonify(model_document(model_id))
+
+
+@blueprint.post("/models/<model_id>/rollback")
+@requires("rollback_models")
+def rollback_model(model_id: str):
+    """Take the version off every pointer (production back to the one before); a second call
+    changes nothing and says so (``changed`` false)."""
+    body = request.get_json(silent=True) or {}
+    _, changed, message = lifecycle.rollback(
+        g.db, model_id, actor=actor(),
+        reason=payload.field(body, "reason", str, required=False, default=""))
+    return jsonify({"model": model_document(model_id), "changed": changed,
+                    "message": message})
 
 
 @blueprint.post("/models")

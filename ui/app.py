@@ -12,7 +12,7 @@ import logging
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from appliance import health, metrics
+from appliance import gates, health, metrics
 from appliance.access.accounts import LoginRefused
 from appliance.access.permissions import allowed
 from appliance.exceptions import (
@@ -42,6 +42,7 @@ def create_app(appliance: Appliance) -> Flask:
     # Views reach the parts through ui.payload.appliance(); uploads are ingested exactly as
     # C-STOREs are (appliance.uploads).
     app.extensions["aomas"] = appliance
+    app.extensions["aomas_gates"] = gates.GateJobs(appliance.databases, appliance.store, config)
     app.request_class = SpooledRequest  # uploads land in the spool once (ui.request)
 
     @app.before_request

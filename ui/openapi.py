@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import outbox, runs
+from appliance.lifecycle import DEFAULT_CANARY_PERCENT, POINTER_OF
 from appliance.limits import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_ROWS_LISTED,
@@ -282,6 +283,41 @@ def document() -> dict[str, Any]:
             "summary": "One model version: card, stage and the history of its stage",
             "parameters": [_path_id("model_id")],
             "responses": {"200": _answer("the model", MODEL), **_errors(404)}}},
+        "/api/v1/models/{model_id}/gate": {"post": {
+            "summary": "Evaluate the version on the frozen evaluation set in the background "
+                       "(admin, ml-engineer); GET the model for the result",
+            "parameters": [_path_id("model_id")],
+            "responses": {"202": _answer("started", MODEL),
+                          "200": _answer("its evaluation was running already", MODEL),
+                          **_errors(400, 404)}}},
+        "/api/v1/models/{model_id}/promote": {"post": {
+            "summary": "Point SHADOW, CANARY (with its share of studies) or PRODUCTION at the "
+                       "version (admin, ml-engineer); only when its gate passes, unless an "
+                       "admin overrides with a reason",
+            "parameters": [_path_id("model_id")],
+            "requestBody": _json_body(_object({
+                "stage": {"type": "string", "enum": list(POINTER_OF)},
+                "traffic_percent": {"type": "integer", "minimum": 1, "maximum": 100,
+                                    "description": "canary only; default "
+                                                   f"{DEFAULT_CANARY_PERCENT}"},
+                "override_reason": {"type": "string", "maxLength": MAX_TEXT_CHARS,
+                                    "description": "admins: promote despite a failed gate"}},
+                ["stage"])),
+            "responses": {"200": _answer("the version as it stands now", MODEL),
+                          "400": _answer("the gate does not allow it: the failing figure "
+                                         "(\"F1 0.87 below 0.90\")", ERROR),
+                          **_errors(404, 422)}}},
+        "/api/v1/models/{model_id}/rollback": {"post": {
+            "summary": "Take the version off every pointer; production back to the version "
+                       "before (admin, ml-engineer). Idempotent",
+            "parameters": [_path_id("model_id")],
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": _object({"reason": {"type": "string",
+                                              "maxLength": MAX_TEXT_CHARS}})}}},
+            "responses": {"200": _answer("rolled back, or already (changed false)", _object(
+                {"model": MODEL, "changed": {"type": "boolean"},
+                 "message": {"type": "string"}}, ["model", "changed", "message"])),
+                          **_errors(400, 404, 409, 422)}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document",
                                          "responses": {"200": _answer("OpenAPI 3.1", _object(
                                              {"openapi": {"type": "string"},

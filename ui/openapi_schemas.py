@@ -7,7 +7,7 @@ from typing import Any
 from appliance import outbox, registry
 from appliance.review import adjudication, labels
 from appliance.run_result import RESULT_FIELDS
-from appliance.runs import STUDY_FIELDS
+from appliance.runs import ARMS, STUDY_FIELDS
 
 NUMBER_OR_NULL, INTEGER_OR_NULL = {"type": ["number", "null"]}, {"type": ["integer", "null"]}
 STRING_OR_NULL = {"type": ["string", "null"]}
@@ -36,6 +36,11 @@ def schemas() -> dict[str, Any]:
             "stage": {"type": ["string", "null"],
                       "description": "the stage a RUNNING run is in"},
             "stage_started_at": {"type": ["number", "null"]},
+            "arm": {"type": "string", "enum": list(ARMS),
+                    "description": "production and canary results go to the PACS, shadow "
+                                   "results never"},
+            "model_id": {"type": ["string", "null"],
+                         "description": "the model version it was dispatched with"},
             "study": object_schema({
                 name: {"type": ["string", "null"]} for name in STUDY_FIELDS},
                 list(STUDY_FIELDS))}, ["run_id", "state", "study"]),
@@ -82,7 +87,10 @@ def schemas() -> dict[str, Any]:
             "history": {"type": "array", "items": object_schema({
                 "at": {"type": "number"}, "actor": {"type": "string"},
                 "from_stage": STRING_OR_NULL, "to_stage": {"type": "string"},
-                "reason": STRING_OR_NULL})},
+                "reason": STRING_OR_NULL, "action": STRING_OR_NULL,
+                "traffic_percent": INTEGER_OR_NULL, "gate_result_id": INTEGER_OR_NULL})},
+            "gate_running": {"type": "boolean"},
+            "shadow_summary": object_schema({"cases": {"type": "integer"}}, ["cases"]),
             "gate_results": {"type": "array", "items": object_schema({
                 "passed": {"type": "boolean"}, "f1_mean": {"type": "number"},
                 "ece": {"type": "number"}, "min_f1": {"type": "number"},

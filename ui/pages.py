@@ -19,7 +19,7 @@ from flask import (
     url_for,
 )
 
-from appliance import audit, outbox, runs
+from appliance import audit, lifecycle, outbox, runs, shadow
 from appliance.access.permissions import allowed
 from appliance.exceptions import InvalidInput, NotFound
 from appliance.limits import MAX_TEXT_CHARS
@@ -27,7 +27,7 @@ from appliance.review import acceptance, adjudication, case_images, tiles
 from appliance.run_result import Arrays
 from appliance.storage import ObjectStore
 from ui import payload
-from ui.api import accept_run_review, enqueue_run
+from ui.api import accept_run_review, dispatch_case, enqueue_run
 from ui.security import requires
 
 blueprint = Blueprint("pages", __name__)
@@ -78,7 +78,19 @@ def run_view(run_id: str):
         tiles=[adjudication.tile_as_seen_by(g.db, tile, g.user["username"]) for tile in
                tiles.review_queue(g.db, uncertainty_threshold=-1, limit=tiles.MAX_QUEUE_LIMIT,
                                   include_labelled=True, run_id=run_id)],
-        reviews=acceptance.of_run(g.db, run_id))
+        reviews=acceptance.of_run(g.db, run_id),
+        rolled_back=run["model_id"] in lifecycle.rolled_back(g.db),
+        comparison=shadow.of_run(g.db, run_id))
+
+
+@blueprint.post("/runs/<run_id>/rerun")
+@requires("create_runs")
+def run_rerun(run_id: str):
+    """The case again, with the versions the registry routes it to now (after a rollback)."""
+    new_run_id, created = dispatch_case(runs.require(g.db, run_id)["case_id"])
+    flash(f"Run {new_run_id[:12]} queued with the current model." if created
+          else "The case already has a run with the current model.")
+    return redirect(url_for("pages.run_view", run_id=new_run_id))
 
 
 @blueprint.post("/runs/<run_id>/review")

@@ -2,7 +2,8 @@
 
 admin: everything. clinician: read cases, results and tiles, adjudicate tiles two labelers disagree
 on, accept a case's review. labeler: the review queue, the tile editor, blind second ratings.
-ml-engineer: read everything a run produced, upload cases, start runs, register models.
+ml-engineer: read everything a run produced, upload cases, start runs, register, gate,
+promote and roll back models (a failed gate only an admin may override).
 researcher: read cases and results. Every role reads the registered models' cards.
 """
 
@@ -23,6 +24,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "view_audit": frozenset({"admin"}),
     "view_models": EVERY_ROLE,  # cards and stages: what computed the numbers people read
     "register_models": frozenset({"admin", "ml-engineer"}),
+    "promote_models": frozenset({"admin", "ml-engineer"}),  # gate, promote (gate passed)
+    "override_gates": frozenset({"admin"}),  # promote despite a failed gate, with a reason
+    "rollback_models": frozenset({"admin", "ml-engineer"}),
     "view_metrics": frozenset({"admin"}),  # /metrics away from web.metrics_addresses
 }
 

@@ -70,6 +70,9 @@ def accept(db: sqlite_utils.Database, store: ObjectStore, run_id: str, *, review
         raise Conflict(f"run {run_id} is {run['state'].lower()}"
                        f"{', superseded' if run['superseded_by'] else ''}; only the current "
                        "successful run of a case can be reviewed")
+    if runs.is_shadow(run):
+        raise Conflict(f"run {run_id} is a shadow run, kept for comparison only; review the "
+                       "case's production run")
     waiting = [row["tile_id"] for row in db.query(
         "SELECT a.tile_id FROM adjudications a JOIN tiles t USING (tile_id) "
         "WHERE t.run_id = ? AND a.decided_at IS NULL ORDER BY a.tile_id", [run_id])]
