@@ -113,6 +113,22 @@ SETTINGS: tuple[Setting, ...] = (
             "A model's gate: its detection ECE (the worse family's) may not exceed this."),
     Setting("models", "evaluation_seeds", "1-6",
             "Phantom seeds of the gate's evaluation set, each in both families (e.g. 1-6)."),
+    Setting("drift", "min_reviewed_cases", 10,
+            "Reviewed cases the weekly drift check needs; it widens its window up to four "
+            "weeks to find them, else reports 'insufficient labels'."),
+    Setting("drift", "ece_margin", 0.02,
+            "The drift check alerts when the lower bound of the ECE's 95 % interval exceeds "
+            "models.gate_max_ece plus this margin."),
+    Setting("alerts", "webhook_urls", [],
+            "URLs that get each alert as Alertmanager-shaped JSON (Alertmanager, Grafana, a "
+            "Slack relay); no patient data is ever in an alert."),
+    Setting("alerts", "email_to", [], "Addresses that get each alert by e-mail."),
+    Setting("alerts", "email_from", "aomas@localhost", "Sender of the alert e-mails."),
+    Setting("alerts", "smtp_host", "localhost", "SMTP server for alert e-mails."),
+    Setting("alerts", "smtp_port", 25, "Its port."),
+    Setting("alerts", "retry_base_seconds", 30.0,
+            "First delay before an alert that could not be delivered is tried again; doubles "
+            "up to an hour."),
 )
 
 DESTINATION_KEYS: dict[str, str] = {
@@ -151,6 +167,8 @@ class Config:
     worker: SimpleNamespace
     pipeline: SimpleNamespace
     models: SimpleNamespace
+    drift: SimpleNamespace
+    alerts: SimpleNamespace
     destinations: tuple[dict, ...]
     source: str
 

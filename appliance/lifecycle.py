@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance import audit, gates, registry
+from appliance import alerts, audit, gates, registry
 from appliance.config import Config
 from appliance.database import write_transaction
 from appliance.exceptions import Conflict, GateFailed, InvalidInput, NotPermitted
@@ -96,9 +96,10 @@ def promote(db: sqlite_utils.Database, config: Config, model_id: str, stage: str
     return registry.get_model(db, model_id)
 
 
-def rollback(db: sqlite_utils.Database, model_id: str, *, actor: Actor,
-             reason: str = "") -> tuple[dict[str, Any], bool, str]:
-    """Take the version off every pointer; return (version, changed, what happened)."""
+def rollback(db: sqlite_utils.Database, model_id: str, *, actor: Actor, reason: str = "",
+             alerts_config=None) -> tuple[dict[str, Any], bool, str]:
+    """Take the version off every pointer; return (version, changed, what happened). With
+    ``alerts_config`` the rollback is also an alert (people who did not press it hear)."""
     reason = reason.strip() or "rolled back"
     if len(reason) > MAX_TEXT_CHARS:
         raise InvalidInput(f"a reason is limited to {MAX_TEXT_CHARS} characters")
@@ -134,6 +135,11 @@ def rollback(db: sqlite_utils.Database, model_id: str, *, actor: Actor,
         audit.record(db, actor=actor.name, action="model.rollback", object_kind="model",
                      object_id=model_id, detail={"from_stage": model["stage"],
                                                  "reason": reason})
+        if alerts_config is not None:
+            alerts.raise_alert(db, alerts_config, name="ModelRolledBack",
+                               severity=alerts.WARNING, summary="; ".join(said),
+                               description=f"by {actor.name}: {reason}",
+                               labels={"model_id": model_id, "from_stage": model["stage"]})
     return registry.get_model(db, model_id), True, "; ".join(said)
 
 

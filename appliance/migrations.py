@@ -252,3 +252,27 @@ def _model_routing(db: sqlite_utils.Database) -> None:
     }, pk="shadow_run_id", foreign_keys=[("shadow_run_id", "runs"),
                                          ("production_run_id", "runs")])
     db["shadow_comparisons"].create_index(["shadow_model_id"])
+
+
+@migrations(name="0014_alerts_and_drift")
+def _alerts_and_drift(db: sqlite_utils.Database) -> None:
+    # An alert (never patient data: names of models, figures, counts), and one delivery row
+    # per channel (webhook URL or e-mail address), retried until it is taken.
+    db["alerts"].create({
+        "id": int, "at": float, "name": str, "severity": str, "summary": str,
+        "description": str, "labels": str, "resolved_at": float, "resolved_by": str,
+    }, pk="id", not_null={"name", "summary"})
+    db["alert_deliveries"].create({
+        "id": int, "alert_id": int, "channel": str, "target": str, "state": str,
+        "attempts": int, "next_attempt_at": float, "last_error": str, "updated_at": float,
+    }, pk="id", foreign_keys=[("alert_id", "alerts")])
+    db["alert_deliveries"].create_index(["state", "next_attempt_at"])
+    # One row per drift check: the production version's figures on the window's reviewed
+    # tiles against its gate, and the label-free signals beside them.
+    db["drift_reports"].create({
+        "id": int, "at": float, "actor": str, "model_id": str, "window_start": float,
+        "window_end": float, "reviewed_cases": int, "reviewed_tiles": int, "ece": float,
+        "ece_low": float, "ece_high": float, "f1": float, "f1_low": float, "f1_high": float,
+        "baseline_ece": float, "baseline_f1": float, "status": str, "signals": str,
+        "alert_id": int,
+    }, pk="id", not_null={"status"})

@@ -109,5 +109,5 @@ def model_rollback(config: Config, model_id: str, reason: str) -> None:
     """Take MODEL_ID off every pointer; production goes back to the version before."""
     databases, _ = open_data_dir(config)
     _, _, message = lifecycle.rollback(databases.get(), model_id, actor=CLI_ACTOR,
-                                       reason=reason)
+                                       reason=reason, alerts_config=config.alerts)
     click.echo(message)

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
-from appliance import outbox, registry, runs, shadow
+from appliance import alerts, outbox, registry, runs, shadow
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.pipeline import run_pipeline
@@ -166,11 +166,18 @@ class Worker:
                 log.exception("ticker: will try again")
 
     def _deliver(self) -> None:
-        """Send due outbox rows: at once when a run has finished, else every few seconds."""
+        """Send due outbox rows (at once when a run has finished, else every few seconds) and
+        due alerts."""
         while not self._stop.is_set():
             self._outputs_waiting.wait(OUTBOX_POLL_SECONDS)
             self._outputs_waiting.clear()
-            if self._stop.is_set() or not self.config.destinations:
+            if self._stop.is_set():
+                continue
+            try:
+                alerts.deliver_due(self.databases.get(), self.config.alerts)
+            except Exception:
+                log.exception("alerts: will try again")
+            if not self.config.destinations:
                 continue
             try:
                 outbox.deliver_due(

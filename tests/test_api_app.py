@@ -23,7 +23,7 @@ PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/
           ("POST", "/api/v1/session"), ("GET", "/static/<path:filename>")}
 # Path values that name nothing: every route is reached, none finds its object.
 VALUES = {"run_id": "0" * 32, "tile_id": "1", "model_id": "no-such-model",
-          "filename": "aomas.css", "name": "enface", "frame": "0"}
+          "filename": "aomas.css", "name": "enface", "frame": "0", "alert_id": "1"}
 
 
 def app_routes(app) -> list[tuple[str, str, str, object]]:

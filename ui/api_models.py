@@ -79,7 +79,8 @@ def rollback_model(model_id: str):
     body = request.get_json(silent=True) or {}
     _, changed, message = lifecycle.rollback(
         g.db, model_id, actor=actor(),
-        reason=payload.field(body, "reason", str, required=False, default=""))
+        reason=payload.field(body, "reason", str, required=False, default=""),
+        alerts_config=payload.appliance().config.alerts)
     return jsonify({"model": model_document(model_id), "changed": changed,
                     "message": message})
 

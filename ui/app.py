@@ -24,7 +24,7 @@ from appliance.exceptions import (
     TransientError,
 )
 from appliance.services import Appliance
-from ui import api, api_labels, api_models, auth, model_pages, pages, security
+from ui import alert_routes, api, api_labels, api_models, auth, model_pages, pages, security
 from ui.request import SpooledRequest
 from ui.security import public, refuse
 
@@ -56,6 +56,7 @@ def create_app(appliance: Appliance) -> Flask:
     app.register_blueprint(api_labels.blueprint)
     app.register_blueprint(api_models.blueprint)
     app.register_blueprint(model_pages.blueprint)
+    app.register_blueprint(alert_routes.blueprint)
 
     @app.get("/healthz")
     @public

@@ -85,6 +85,7 @@ def promote_page(model_id: str):
 @requires("rollback_models")
 def rollback_page(model_id: str):
     _, _, message = lifecycle.rollback(g.db, model_id, actor=actor(),
-                                       reason=request.form.get("reason", ""))
+                                       reason=request.form.get("reason", ""),
+                                       alerts_config=payload.appliance().config.alerts)
     flash(message + ".")
     return redirect(url_for("model_pages.model_page", model_id=model_id))

@@ -23,6 +23,7 @@ from ui.openapi_schemas import object_schema as _object
 from ui.openapi_schemas import ref, schemas
 
 ERROR = ref("Error")
+ALERT = ref("Alert")
 
 
 def _answer(description: str, schema: dict | None = None) -> dict:
@@ -318,6 +319,16 @@ def document() -> dict[str, Any]:
                 {"model": MODEL, "changed": {"type": "boolean"},
                  "message": {"type": "string"}}, ["model", "changed", "message"])),
                           **_errors(400, 404, 409, 422)}}},
+        "/api/v1/alerts": {"get": {
+            "summary": "Alerts, newest first, with their deliveries (no patient data)",
+            "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
+                                  "at most")],
+            "responses": {"200": _answer("alerts", {"type": "array", "items": ALERT}),
+                          **_errors(422)}}},
+        "/api/v1/alerts/{alert_id}/resolve": {"post": {
+            "summary": "Mark an alert handled (admin, ml-engineer); again changes nothing",
+            "parameters": [_path_id("alert_id", "integer")],
+            "responses": {"200": _answer("the alert", ALERT), **_errors(400, 404)}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document",
                                          "responses": {"200": _answer("OpenAPI 3.1", _object(
                                              {"openapi": {"type": "string"},

@@ -99,6 +99,16 @@ def schemas() -> dict[str, Any]:
                 "failures": {"type": "array", "items": {"type": "string"}}},
                 ["passed", "f1_mean", "ece", "evaluation_set_sha256"])}},
             ["model_id", "version", "weights_sha256", "stage", "card"]),
+        "Alert": object_schema({
+            "id": {"type": "integer"}, "at": {"type": "number"}, "name": {"type": "string"},
+            "severity": {"type": "string"}, "summary": {"type": "string"},
+            "description": STRING_OR_NULL, "labels": {"type": "object"},
+            "resolved_at": NUMBER_OR_NULL, "resolved_by": STRING_OR_NULL,
+            "deliveries": {"type": "array", "items": object_schema({
+                "channel": {"type": "string"}, "target": {"type": "string"},
+                "state": {"type": "string"}, "attempts": {"type": "integer"},
+                "last_error": STRING_OR_NULL})}},
+            ["id", "at", "name", "severity", "summary"]),
         "AuditEvent": object_schema({
             "id": {"type": "integer"}, "at": {"type": "number"},
             "actor": {"type": "string"}, "action": {"type": "string"},

@@ -28,6 +28,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "override_gates": frozenset({"admin"}),  # promote despite a failed gate, with a reason
     "rollback_models": frozenset({"admin", "ml-engineer"}),
     "view_metrics": frozenset({"admin"}),  # /metrics away from web.metrics_addresses
+    "view_alerts": EVERY_ROLE,  # the banner: a drifting model concerns everyone reading
+    "resolve_alerts": frozenset({"admin", "ml-engineer"}),
+    "view_drift": EVERY_ROLE,
+    "check_drift": frozenset({"admin", "ml-engineer"}),
 }
 
 
