@@ -41,7 +41,8 @@ from appliance.registry import (
 
 POINTER_OF = {PRODUCTION: "production", CANARY: "canary", SHADOW: "shadow"}
 STAGE_OF = {pointer: stage for stage, pointer in POINTER_OF.items()}
-PROMOTE, OVERRIDE, ROLLBACK, TRAFFIC = "promote", "override", "rollback", "traffic"
+PROMOTE, OVERRIDE, ROLLBACK, TRAFFIC, REPLACED = (
+    "promote", "override", "rollback", "traffic", "replaced")
 DEFAULT_CANARY_PERCENT = 10
 
 
@@ -203,7 +204,7 @@ def _displace(db, pointer: str, newcomer: str, actor: str) -> None:
     after = RETIRED if before == PRODUCTION else STAGING
     db["models"].update(holder["model_id"], {"stage": after})
     _event(db, holder["model_id"], actor, before, after, f"replaced by {newcomer}",
-           action=PROMOTE)
+           action=REPLACED)
 
 
 def _event(db, model_id: str, actor: str, from_stage: str | None, to_stage: str, reason: str,

@@ -3,7 +3,9 @@ every process (scp, worker, web) reports the same truth and nothing is kept in m
 
 What an admin watches: runs by state and how long their stages take, the outbox by state,
 instances received, the queue's depth, and the model lifecycle (each version's stage, its
-latest gate figures, promotions). No patient data: counts, seconds and model ids only.
+latest gate figures, promotions and overrides, rollbacks, each pointer's share of studies, the
+latest drift check's ECE and its time as a heartbeat, unresolved alerts). No patient data:
+counts, seconds and model ids only.
 """
 
 from __future__ import annotations
@@ -77,10 +79,57 @@ class ApplianceCollector:
             ece.add_metric([model_id], ece_value)
         yield f1
         yield ece
+        actions = dict(db.execute("SELECT action, count(*) FROM model_events "
+                                  "GROUP BY action").fetchall())
+        promotions = CounterMetricFamily(
+            "aomas_model_promotions", "Promotions of model versions (override: despite a "
+            "failed gate).", labels=["action"])
+        for action in ("promote", "override"):
+            promotions.add_metric([action], actions.get(action, 0))
+        yield promotions
         yield CounterMetricFamily(
-            "aomas_model_promotions", "Stage changes of model versions after registration.",
-            value=db.execute("SELECT count(*) FROM model_events WHERE from_stage IS NOT NULL"
-                             ).fetchone()[0])
+            "aomas_model_rollbacks", "Model versions rolled back.",
+            value=db.execute("SELECT count(*) FROM model_events WHERE action = 'rollback' "
+                             "AND to_stage = 'ROLLED_BACK'").fetchone()[0])
+        traffic = GaugeMetricFamily("aomas_model_traffic_percent",
+                                    "Share of studies each pointer's version gets (the shadow "
+                                    "version gets a copy of every study).",
+                                    labels=["pointer", "model_id"])
+        pointers = db.execute("SELECT pointer, model_id, traffic_percent FROM model_pointers"
+                              ).fetchall()
+        canary = next((row[2] or 0 for row in pointers if row[0] == "canary"), 0)
+        for pointer, model_id, percent in pointers:
+            share = {"canary": percent or 0, "production": 100 - canary}.get(pointer, 100)
+            traffic.add_metric([pointer, model_id], share)
+        yield traffic
+        yield from self._drift()
+
+    def _drift(self):
+        latest = self.db.execute("SELECT at, model_id, ece, ece_low, ece_high, reviewed_cases, "
+                                 "status FROM drift_reports ORDER BY id DESC LIMIT 1").fetchone()
+        heartbeat = GaugeMetricFamily(
+            "aomas_drift_last_check_timestamp_seconds",
+            "When the latest drift check ran (alert when it is over 8 days old).")
+        if latest:
+            heartbeat.add_metric([], latest[0])
+        yield heartbeat
+        if latest and latest[2] is not None:
+            for name, index, text in (("ece", 2, "Detection ECE"),
+                                      ("ece_low", 3, "Lower 95 % bound of the ECE"),
+                                      ("ece_high", 4, "Upper 95 % bound of the ECE")):
+                gauge = GaugeMetricFamily(f"aomas_drift_{name}", f"{text} of the production "
+                                          "model on the latest check's reviewed tiles.",
+                                          labels=["model_id"])
+                gauge.add_metric([latest[1]], latest[index])
+                yield gauge
+        if latest:
+            yield GaugeMetricFamily("aomas_drift_reviewed_cases",
+                                    "Reviewed cases in the latest drift check's window.",
+                                    value=latest[5] or 0)
+        alerts_open = self.db.execute("SELECT count(*) FROM alerts WHERE resolved_at IS NULL"
+                                      ).fetchone()[0]
+        yield GaugeMetricFamily("aomas_alerts_unresolved", "Alerts nobody has resolved yet.",
+                                value=alerts_open)
 
 
 def exposition(db: sqlite_utils.Database, queue: RunQueue | None) -> bytes:

@@ -1,5 +1,5 @@
-"""``aomas model register|list|show|gate|promote|rollback``: the registry of model versions,
-their gates, promotion and rollback, from the command line."""
+"""``aomas model register|list|show|gate|promote|rollback`` and ``aomas drift check``: the
+registry of model versions, their gates, promotion, rollback and drift, from the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from appliance import gates, lifecycle, registry
+from appliance import drift, gates, lifecycle, registry
 from appliance.cli import local_time, with_config
 from appliance.config import Config
 from appliance.services import open_data_dir
@@ -111,3 +111,29 @@ def model_rollback(config: Config, model_id: str, reason: str) -> None:
     _, _, message = lifecycle.rollback(databases.get(), model_id, actor=CLI_ACTOR,
                                        reason=reason, alerts_config=config.alerts)
     click.echo(message)
+
+
+@click.group(name="drift")
+def drift_group() -> None:
+    """The production model on this site's reviewed labels, against its gate."""
+
+
+@drift_group.command(name="check")
+@click.option("--json", "as_json", is_flag=True)
+@with_config
+def drift_check(config: Config, as_json: bool) -> None:
+    """Run the drift check now (the worker runs it every Monday) and record it."""
+    databases, store = open_data_dir(config)
+    report = drift.check(databases.get(), store, config, actor="aomas drift")
+    if as_json:
+        click.echo(json.dumps(report, indent=1, default=str))
+        return
+    since = local_time(report["window_start"])
+    click.echo(f"{report['status']}: model {report['model_id']}, "
+               f"{report.get('reviewed_cases') or 0} reviewed cases, "
+               f"{report.get('reviewed_tiles') or 0} tiles since {since}")
+    if report.get("ece") is not None:
+        click.echo(f"detection ECE {report['ece']:.3f} (95 % {report['ece_low']:.3f}–"
+                   f"{report['ece_high']:.3f}; gate {report['baseline_ece']}), F1 "
+                   f"{report['f1']:.3f} (95 % {report['f1_low']:.3f}–{report['f1_high']:.3f}; "
+                   f"gate {report['baseline_f1']})")

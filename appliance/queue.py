@@ -1,4 +1,5 @@
-"""The Huey instance and its one task. Huey is only the doorbell; SQLite holds the truth.
+"""The Huey instance, its task and its weekly periodic task. Huey is only the doorbell; SQLite
+holds the truth.
 
 Huey delivers at most once: a task running when its worker dies is gone. That is why every run
 lives in the ``runs`` table and ``appliance.reconciler`` re-queues what was lost.
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from huey import Huey, PriorityRedisHuey, SqliteHuey
+from huey import Huey, PriorityRedisHuey, SqliteHuey, crontab
 
 from appliance.config import Config
 from appliance.exceptions import ConfigurationError
 from appliance.runs import SHADOW_ARM
 
 TASK_NAME = "execute_run"
+# The weekly drift check (appliance.drift): Mondays at 03:00 UTC (Huey keeps UTC).
+DRIFT_SCHEDULE = {"day_of_week": "1", "hour": "3", "minute": "0"}
 # Higher first: a shadow run (appliance.routing) waits behind every production and canary run.
 PRIORITY, SHADOW_PRIORITY = 10, 0
 
@@ -47,10 +50,19 @@ class RunQueue:
             self._execute(run_id)
 
         self._task = execute_run
+        self._weekly: Callable[[], None] = lambda: None
 
-    def consumer(self, execute: Callable[[str], None], **options):
-        """The Huey consumer that calls ``execute(run_id)`` for each task; not started."""
+        @self.huey.periodic_task(crontab(**DRIFT_SCHEDULE), name="drift_check")
+        def drift_check() -> None:
+            self._weekly()
+
+    def consumer(self, execute: Callable[[str], None], weekly: Callable[[], None] | None = None,
+                 **options):
+        """The Huey consumer that calls ``execute(run_id)`` for each task and ``weekly()`` on
+        the drift schedule; not started."""
         self._execute = execute
+        if weekly is not None:
+            self._weekly = weekly
         return self.huey.create_consumer(**options)
 
     def enqueue(self, run_id: str, delay_seconds: float = 0, *, arm: str | None = None) -> None:

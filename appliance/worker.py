@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
-from appliance import alerts, outbox, registry, runs, shadow
+from appliance import alerts, drift, outbox, registry, runs, shadow
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.pipeline import run_pipeline
@@ -84,6 +84,12 @@ class Worker:
         finally:
             heartbeat.stop()
 
+    def weekly_drift_check(self) -> None:
+        report = drift.weekly(self.databases.get(), self.store, self.config)
+        if report is not None:
+            log.info("drift check: %s (model %s, %s reviewed cases)", report["status"],
+                     report["model_id"], report.get("reviewed_cases"))
+
     def model_of(self, run: dict) -> registry.ModelRecord:
         """The model version the run was dispatched with (its manifest names it), from the
         registry; this process's configured model when it is that one."""
@@ -141,8 +147,9 @@ class Worker:
         reconcile(self.databases.get(), self.queue, self.config)
         # Poll often: an idle consumer would otherwise back off to 10 s before starting a run.
         self.consumer = self.queue.consumer(
-            self.execute, workers=1, worker_type="thread", periodic=False, initial_delay=0.05,
-            backoff=1.15, max_delay=0.1, scheduler_interval=1)
+            self.execute, weekly=self.weekly_drift_check, workers=1, worker_type="thread",
+            periodic=True, initial_delay=0.05, backoff=1.15, max_delay=0.1,
+            scheduler_interval=1)
         self.consumer.start()
         threading.Thread(target=self._tick, name="aomas-ticker", daemon=True).start()
         threading.Thread(target=self._deliver, name="aomas-outbox", daemon=True).start()

@@ -111,6 +111,13 @@ def test_a_passing_gate_promotes_through_canary_to_production_and_rollback_resto
     assert canary.status_code == 200, canary.get_data(True)
     assert canary.get_json()["history"][-1]["action"] == "promote"
     assert routing.pointers(web.db)["canary"]["traffic_percent"] == 25
+    from tests.test_metrics import samples
+
+    figures = samples(web.client().get("/metrics").get_data(True))
+    assert figures[("aomas_model_traffic_percent", (("model_id", "site-a"),
+                                                    ("pointer", "canary")))] == 25
+    assert figures[("aomas_model_traffic_percent", (("model_id", BUNDLED),
+                                                    ("pointer", "production")))] == 75
     assert promote(mia, "site-a", stage="CANARY", traffic_percent=0).status_code == 422
     produced = promote(mia, "site-a", stage="PRODUCTION").get_json()
     assert produced["stage"] == "PRODUCTION"
@@ -133,6 +140,18 @@ def test_a_passing_gate_promotes_through_canary_to_production_and_rollback_resto
     assert web.db["model_events"].count == events_before
     assert routing.pointers(web.db)["production"]["model_id"] == BUNDLED
     assert web.db["audit_events"].count_where("action = 'model.rollback'") == 1
+    # /metrics (prometheus_client's parser) counts it, and the alert it raised.
+    from tests.test_metrics import samples
+
+    figures = samples(web.client().get("/metrics").get_data(True))
+    assert figures[("aomas_model_rollbacks_total", ())] == 1
+    assert figures[("aomas_model_promotions_total", (("action", "promote"),))] == 2
+    assert figures[("aomas_model_traffic_percent", (("model_id", BUNDLED),
+                                                    ("pointer", "production")))] == 100
+    assert figures[("aomas_alerts_unresolved", ())] == 1
+    (alert,) = mia.get("/api/v1/alerts").get_json()
+    assert alert["name"] == "ModelRolledBack" and "site-a" in alert["summary"]
+    assert 'id="alert-banner"' in mia.get("/models").get_data(True)
     # The bundled model was the only production before it: it cannot be rolled back.
     only = mia.post(f"/api/v1/models/{BUNDLED}/rollback", json={})
     assert only.status_code == 409 and "promote another version" in only.get_json()["error"]

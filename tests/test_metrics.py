@@ -28,7 +28,9 @@ def test_metrics_count_runs_outbox_instances_and_models(web_app, tmp_path):
     assert figures[("aomas_queue_depth", ())] == 0
     assert figures[("aomas_model_stage", (("model_id", "site-model-1"),
                                           ("stage", "STAGING")))] == 1
-    assert figures[("aomas_model_promotions_total", ())] == 0
+    assert figures[("aomas_model_promotions_total", (("action", "promote"),))] == 0
+    assert figures[("aomas_model_rollbacks_total", ())] == 0
+    assert figures[("aomas_alerts_unresolved", ())] == 0
     assert "PHANTOM" not in answer.get_data(True)     # counts and ids, no patient data
 
 

@@ -24,7 +24,17 @@ from appliance.exceptions import (
     TransientError,
 )
 from appliance.services import Appliance
-from ui import alert_routes, api, api_labels, api_models, auth, model_pages, pages, security
+from ui import (
+    alert_routes,
+    api,
+    api_labels,
+    api_models,
+    auth,
+    drift_routes,
+    model_pages,
+    pages,
+    security,
+)
 from ui.request import SpooledRequest
 from ui.security import public, refuse
 
@@ -57,6 +67,7 @@ def create_app(appliance: Appliance) -> Flask:
     app.register_blueprint(api_models.blueprint)
     app.register_blueprint(model_pages.blueprint)
     app.register_blueprint(alert_routes.blueprint)
+    app.register_blueprint(drift_routes.blueprint)
 
     @app.get("/healthz")
     @public

@@ -18,7 +18,7 @@ from appliance.config import Config
 from appliance.demo import walkthrough
 from appliance.demo.pacs import LocalOrthanc
 from appliance.exceptions import AomasError
-from appliance.model_commands import model_group
+from appliance.model_commands import drift_group, model_group
 from appliance.outbox_commands import outbox_group
 from appliance.services import build, start_scp, start_worker
 from ui.server import WebServer
@@ -86,7 +86,7 @@ def _demo_then_keep_serving(config: Config, pacs: LocalOrthanc | None) -> None:
 COMMANDS = (
     serve, commands.scp, commands.worker, web, commands.init, commands.doctor,
     commands.show_config, commands.phantom, commands.send, commands.demo, commands.runs_group,
-    outbox_group, user, model_group, commands.train_command, commands.evaluate_command,
+    outbox_group, user, model_group, drift_group, commands.train_command, commands.evaluate_command,
 )
 for command in COMMANDS:
     cli.add_command(command)

@@ -24,6 +24,7 @@ from ui.openapi_schemas import ref, schemas
 
 ERROR = ref("Error")
 ALERT = ref("Alert")
+DRIFT = ref("DriftReport")
 
 
 def _answer(description: str, schema: dict | None = None) -> dict:
@@ -329,6 +330,13 @@ def document() -> dict[str, Any]:
             "summary": "Mark an alert handled (admin, ml-engineer); again changes nothing",
             "parameters": [_path_id("alert_id", "integer")],
             "responses": {"200": _answer("the alert", ALERT), **_errors(400, 404)}}},
+        "/api/v1/drift": {"get": {
+            "summary": "The drift checks, newest first",
+            "responses": {"200": _answer("reports", {"type": "array", "items": DRIFT}),
+                          **_errors()}}},
+        "/api/v1/drift/check": {"post": {
+            "summary": "Run the drift check now and record it (admin, ml-engineer)",
+            "responses": {"201": _answer("the report", DRIFT), **_errors(400)}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document",
                                          "responses": {"200": _answer("OpenAPI 3.1", _object(
                                              {"openapi": {"type": "string"},

@@ -109,6 +109,15 @@ def schemas() -> dict[str, Any]:
                 "state": {"type": "string"}, "attempts": {"type": "integer"},
                 "last_error": STRING_OR_NULL})}},
             ["id", "at", "name", "severity", "summary"]),
+        "DriftReport": object_schema({
+            "id": {"type": "integer"}, "at": {"type": "number"},
+            "model_id": STRING_OR_NULL, "status": {"type": "string"},
+            "window_start": NUMBER_OR_NULL, "window_end": NUMBER_OR_NULL,
+            "reviewed_cases": INTEGER_OR_NULL, "reviewed_tiles": INTEGER_OR_NULL,
+            **{name: NUMBER_OR_NULL for name in (
+                "ece", "ece_low", "ece_high", "f1", "f1_low", "f1_high", "baseline_ece",
+                "baseline_f1")},
+            "signals": {"type": "object"}}, ["id", "at", "status"]),
         "AuditEvent": object_schema({
             "id": {"type": "integer"}, "at": {"type": "number"},
             "actor": {"type": "string"}, "action": {"type": "string"},
