@@ -100,7 +100,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pipeline", "seed", 0, "Random seed recorded in every run manifest."),
     Setting("pipeline", "model_dir", "",
             "Model directory (weights.safetensors with both networks + model_card.json); empty = "
-            "bundled bootstrap."),
+            "bundled bootstrap. Runs use it only while the registry names no production "
+            "version (`aomas init` registers the bundled one as production)."),
     Setting("pipeline", "uncertainty_samples", 6,
             "Monte Carlo dropout passes for per-pixel cone uncertainty (1 = none)."),
     Setting("pipeline", "predictor", "torch",

@@ -193,4 +193,5 @@ def _record(db: sqlite_utils.Database, config, report: dict[str, Any]) -> dict[s
                      object_kind="model", object_id=report["model_id"] or "",
                      detail={"status": report["status"], "ece": report.get("ece"),
                              "reviewed_cases": report.get("reviewed_cases")})
-    return {**report, "id": report_id}
+    return {**columns, **report, "signals": report.get("signals") or {}, "id": report_id,
+            "alert_id": columns.get("alert_id")}

@@ -327,21 +327,30 @@ class WebApp:
     def db(self):
         return self.databases.get()
 
-    def seed_run(self, shape: tuple[int, int] = (64, 96), tile_px: int = 32) -> str:
+    def seed_run(self, shape: tuple[int, int] = (64, 96), tile_px: int = 32, *,
+                 number: int = 5, cones_px: np.ndarray | None = None,
+                 probability: np.ndarray | None = None, model_id: str | None = None,
+                 finished_at: float | None = None) -> str:
         """A SUCCEEDED run with review tiles and the arrays the editor reads, written straight
-        into this data dir: the review routes' logic without a pipeline run or a server."""
+        into this data dir: the review routes' logic without a pipeline run or a server.
+        ``number`` makes another case and run; ``cones_px``/``probability`` what the model
+        found; ``model_id`` the version it ran with."""
         from appliance import run_result as declared
         from appliance import runs
         from appliance.database import write_transaction
         from appliance.review import tiles
 
-        rng = np.random.default_rng(5)
-        rows, columns = np.mgrid[3:shape[0]:6, 3:shape[1]:6]
-        cones_px = np.column_stack([rows.ravel(), columns.ravel()]).astype(float)
+        rng = np.random.default_rng(number)
+        if cones_px is None:
+            rows, columns = np.mgrid[3:shape[0]:6, 3:shape[1]:6]
+            cones_px = np.column_stack([rows.ravel(), columns.ravel()]).astype(float)
+        arrays_of_run = {declared.Arrays.enface("ISOS"): rng.random(shape, np.float32),
+                         declared.Arrays.CONE_UNCERTAINTY: rng.random(shape, np.float32) * 0.2,
+                         declared.Arrays.CONES_PX: cones_px}
+        if probability is not None:
+            arrays_of_run[declared.Arrays.CONE_PROBABILITY] = probability
         buffer = io.BytesIO()
-        np.savez(buffer, **{declared.Arrays.enface("ISOS"): rng.random(shape, np.float32),
-                            declared.Arrays.CONE_UNCERTAINTY: rng.random(shape, np.float32) * 0.2,
-                            declared.Arrays.CONES_PX: cones_px})
+        np.savez(buffer, **arrays_of_run)
         arrays = self.store.put_bytes(buffer.getvalue())
         review = declared.ReviewTiles(tile_px, shape, tuple(
             {"row_px": r, "column_px": c, "mean_uncertainty": float(rng.random() * 0.1),
@@ -356,8 +365,9 @@ class WebApp:
             band_contrast=1.0, needs_review=declared.ReviewFlag(False, (), {"percent": 0.0}),
             artifacts=declared.Artifacts(qc_png=arrays, preprocessed_npz=arrays, cones_csv=arrays),
             outputs=(), stage_seconds={"read_volume": 0.5, "cones": 2.0})
-        db, uid, now = self.db, "1.2.826.0.1.3680043.10.1455.42", time.time()
-        run_id = "5" * 32
+        db, now = self.db, finished_at or time.time()
+        uid = "1.2.826.0.1.3680043.10.1455.42" + ("" if number == 5 else f".{number}")
+        run_id = "5" * 32 if number == 5 else f"{number:032d}"
         with write_transaction(db):
             db["series"].insert({"series_instance_uid": uid, "study_instance_uid": uid + ".1",
                                  "sop_class_uid": "1.2.840.10008.5.1.4.1.1.77.1.5.4",
@@ -366,7 +376,8 @@ class WebApp:
             case_id = db["cases"].insert({"series_instance_uid": uid, "created_at": now}).last_pk
             db["runs"].insert({"run_id": run_id, "case_id": case_id, "state": runs.SUCCEEDED,
                                "manifest": "{}", "attempts": 1, "queued_at": now,
-                               "finished_at": now, "result": json.dumps(result.to_json())})
+                               "finished_at": now, "result": json.dumps(result.to_json()),
+                               "model_id": model_id, "arm": "production"})
             tiles.record(db, run_id, case_id, review)
         return run_id
 

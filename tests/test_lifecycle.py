@@ -189,7 +189,7 @@ def test_the_arm_and_version_are_decided_once_at_dispatch(registered, tmp_path,
             (run_id, _), = routing.dispatch(db, case_id, seed=0, fallback=fallback)
             cases[case_id] = (uid, run_id)
     arms = {}
-    for case_id, (uid, run_id) in cases.items():
+    for uid, run_id in cases.values():
         run = runs.require(db, run_id)
         expected = "canary" if routing.bucket(uid) < 50 else "production"
         assert run["arm"] == run["manifest"]["arm"] == expected
