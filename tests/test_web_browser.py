@@ -143,3 +143,68 @@ def test_labeler_paints_saves_sees_the_diff_rolls_back_and_the_audit_shows_it(
               if entry["level"] == "SEVERE" and entry["source"] != "network"]
     assert not errors, errors
 
+
+
+def test_ml_engineer_and_admin_register_promote_by_override_and_roll_back_a_model(
+        tmp_path, browser):
+    """The models page end to end: register from the page, the gate's figures, a refused
+    promotion naming the failing figure, an admin's override, the rollback and its alert."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.conftest import ACCOUNTS, Box, wait_for_http
+    from tests.test_lifecycle import same_weights_as_bundled
+
+    box = Box(tmp_path, models__evaluation_seeds="1")
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD)
+    box.aomas("init", "--admin-user", "admin", "--admin-password-file", str(password_file))
+    box.aomas("user", "add", "mia", "--role", ACCOUNTS["mia"], "--password-file",
+              str(password_file))
+    box.aomas("model", "register", str(same_weights_as_bundled(tmp_path, "site-a")))
+    box.aomas("model", "gate", "site-a")
+    box.start("web")
+    url = f"http://127.0.0.1:{box.web_port}"
+    try:
+        wait_for_http(f"{url}/healthz")
+        log_in(browser, url, "mia")
+        browser.get(f"{url}/models")
+        upload = same_weights_as_bundled(tmp_path, "site-b")
+        browser.find_element(By.NAME, "weights").send_keys(str(upload / "weights.safetensors"))
+        browser.find_element(By.NAME, "card").send_keys(str(upload / "model_card.json"))
+        browser.find_element(By.CSS_SELECTOR, "#register button").click()
+        wait_for(browser, lambda d: d.find_elements(By.ID, "stage"))
+        assert text_of(browser, "stage") == "STAGING" and "site-b registered" in \
+            browser.page_source
+
+        browser.get(f"{url}/models/site-a")
+        assert "failed: F1 0.73 below 0.90" in text_of(browser, "gates")
+        assert not browser.find_elements(By.NAME, "override_reason")  # an admin's alone
+        Select(browser.find_element(By.ID, "promote-stage")).select_by_visible_text("SHADOW")
+        browser.find_element(By.ID, "promote").click()
+        wait_for(browser, lambda d: "F1 0.73 below 0.90" in d.page_source)
+        assert "An admin may override" in browser.page_source
+        browser.save_screenshot(str(SCREENSHOTS / "model-gate-refused.png"))
+
+        log_in(browser, url, "admin")
+        browser.get(f"{url}/models/site-a")
+        Select(browser.find_element(By.ID, "promote-stage")).select_by_visible_text("SHADOW")
+        browser.find_element(By.NAME, "override_reason").send_keys(
+            "compare on this site's scans before the retrain")
+        browser.find_element(By.ID, "promote").click()
+        wait_for(browser, lambda d: text_of(d, "stage") == "SHADOW")
+        assert text_of(browser, "override-badge") == "promoted by override"
+        assert "compare on this site's scans" in text_of(browser, "history")
+        browser.save_screenshot(str(SCREENSHOTS / "model-override.png"))
+
+        browser.find_element(By.NAME, "reason").send_keys("enough comparisons")
+        browser.find_element(By.ID, "rollback").click()
+        wait_for(browser, lambda d: text_of(d, "stage") == "ROLLED_BACK")
+        assert "site-a rolled back from SHADOW" in text_of(browser, "alert-banner")
+        browser.save_screenshot(str(SCREENSHOTS / "model-rolled-back.png"))
+        browser.find_element(By.ID, "rollback").click()  # again: nothing changes, and it says so
+        wait_for(browser, lambda d: "already rolled back" in d.page_source)
+        browser.find_element(By.CSS_SELECTOR, "#alert-banner button").click()
+        wait_for(browser, lambda d: not d.find_elements(By.ID, "alert-banner"))
+    finally:
+        box.stop_all()
