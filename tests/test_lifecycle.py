@@ -295,3 +295,27 @@ def test_the_outbox_refuses_a_shadow_runs_outputs(web_app):
         web_app.db["runs"].update(run_id, {"arm": "shadow"})
     with pytest.raises(NotPermitted, match="shadow run"):
         outbox.enqueue(web_app.db, run_id, [], [{"name": "pacs", "objects": []}])
+
+
+def test_a_data_dir_from_before_routing_keeps_its_production_model(tmp_path):
+    """Migration 0013 points production at the version `aomas init` had registered as
+    PRODUCTION, so an upgraded box routes its studies to the model it ran before."""
+    import sqlite_utils
+
+    from appliance.database import connect
+    from appliance.migrations import migrations
+    from appliance.registry import STAGING, register_directory
+    from appliance.storage import ObjectStore
+
+    path = tmp_path / "aomas.db"
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before="0013_model_routing")
+    old["models"].insert({"model_id": BUNDLED, "version": "3", "weights_sha256": "0" * 64,
+                          "card": "{}", "stage": "PRODUCTION", "registered_at": 1.0})
+    old.conn.close()
+    db = connect(path)
+    assert routing.pointers(db)["production"]["model_id"] == BUNDLED
+    # And a later registration as STAGING points nothing.
+    register_directory(db, ObjectStore(tmp_path), same_weights_as_bundled(tmp_path, "site-a"),
+                       actor="test", stage=STAGING)
+    assert set(routing.pointers(db)) == {"production"}
