@@ -292,12 +292,38 @@ def demo(config: Config, seed: int, timeout: float) -> None:
 @click.option("--family", type=click.Choice([*FAMILIES, "both"]), default="both",
               show_default=True, help="Phantom family to train on (held-out scoring is always "
                                       "on both: a cross-family result for a single family).")
+@click.option("--from-reviews", is_flag=True,
+              help="Fine-tune on this site's reviewed labels (plus phantoms at --train-seeds) "
+                   "and register the result as STAGING (needs --model-id).")
+@click.option("--model-id", default="", help="With --from-reviews: the new version's id.")
+@click.option("--parent", default=None,
+              help="With --from-reviews: the version to start from (default: production).")
+@click.option("--phantom-seeds", default="100-107", show_default=True,
+              help="With --from-reviews: phantoms of both families added to the labels.")
+@click.option("--calibration-seeds", default="200-207", show_default=True,
+              help="With --from-reviews: phantoms the calibration is fitted on.")
 @with_config
 def train_command(config: Config, out_dir: str, iterations: int, train_seeds: str,
-                  held_out_seeds: str, family: str) -> None:
+                  held_out_seeds: str, family: str, from_reviews: bool, model_id: str,
+                  parent: str | None, phantom_seeds: str, calibration_seeds: str) -> None:
     """Train the bootstrap cone and layer networks on phantoms, fit their calibration; write
-    weights and a model card."""
+    weights and a model card. With --from-reviews: a new version from the reviewed labels."""
     from appliance.evaluation import parse_seeds, table, train_bootstrap
+
+    if from_reviews:
+        from appliance import retraining
+
+        if not model_id:
+            raise click.UsageError("--from-reviews needs --model-id for the new version")
+        databases, store = open_data_dir(config)
+        model = retraining.train_from_reviews(
+            databases.get(), store, config, actor="aomas train", model_id=model_id,
+            parent_id=parent, iterations=iterations, phantom_seeds=phantom_seeds,
+            calibration_seeds=calibration_seeds, log=click.echo)
+        gate = model["card"]["gate_figures"]
+        click.echo(f"registered {model['model_id']} as {model['stage']} (parent "
+                   f"{model['parent']}); gate F1 {gate['f1_mean']:.3f}, ECE {gate['ece']:.3f}")
+        return
 
     record, rows, pooled = train_bootstrap(
         Path(out_dir), iterations=iterations, train_seeds=parse_seeds(train_seeds),

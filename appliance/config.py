@@ -114,6 +114,9 @@ SETTINGS: tuple[Setting, ...] = (
             "A model's gate: its detection ECE (the worse family's) may not exceed this."),
     Setting("models", "evaluation_seeds", "1-6",
             "Phantom seeds of the gate's evaluation set, each in both families (e.g. 1-6)."),
+    Setting("models", "training_memory_mb", 16384,
+            "Address space a retraining process (`aomas train --from-reviews`) may use; "
+            "beyond it the training stops and nothing is registered."),
     Setting("drift", "min_reviewed_cases", 10,
             "Reviewed cases the weekly drift check needs; it widens its window up to four "
             "weeks to find them, else reports 'insufficient labels'."),

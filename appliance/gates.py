@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,6 @@ from appliance.exceptions import AomasError
 from appliance.storage import ObjectStore
 from appliance.version import pipeline_version
 from gpu.phantoms import FAMILIES
-
-log = logging.getLogger(__name__)
 
 GENERATORS = ("phantom.py", "phantom_b.py", "phantoms.py", "training.py")
 EVALUATION_TIMEOUT_SECONDS = 3600
@@ -77,6 +73,13 @@ def run_gate(db: sqlite_utils.Database, store: ObjectStore, config: Config, mode
         last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
         raise AomasError(f"the evaluation of {model_id} failed ({last}); nothing was recorded")
     figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    return record_gate(db, config, model_id, figures, the_set, actor=actor)
+
+
+def record_gate(db: sqlite_utils.Database, config: Config, model_id: str, figures: dict,
+                the_set: dict, *, actor: str) -> dict[str, Any]:
+    """Keep the figures an evaluation on ``the_set`` measured (``gate_runner.figures``),
+    judged by the current thresholds; return the result as ``results`` shows it."""
     min_f1, max_ece = config.models.gate_min_f1, config.models.gate_max_ece
     passed, failures = verdict(figures, min_f1, max_ece)
     row = {"model_id": model_id, "at": time.time(), "actor": actor,
@@ -108,37 +111,3 @@ def shown(row: dict[str, Any]) -> dict[str, Any]:
             **{key: json.loads(row[key]) for key in ("evaluation_set", "code_version",
                                                      "failures", "figures")}}
 
-
-class GateJobs:
-    """Gate evaluations started from the web page or API, one per version at a time, each in
-    a thread that waits for its subprocess; the result lands in ``gate_results`` as from the
-    command line. A web restart loses a running one (nothing is recorded; start it again)."""
-
-    def __init__(self, databases, store: ObjectStore, config: Config):
-        self.databases, self.store, self.config = databases, store, config
-        self._running: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def start(self, model_id: str, *, actor: str) -> bool:
-        """Start evaluating the version; False when its evaluation is already running."""
-        registry.get_model(self.databases.get(), model_id)  # NotFound before any thread
-        with self._lock:
-            if model_id in self._running:
-                return False
-            self._running[model_id] = time.time()
-        threading.Thread(target=self._evaluate, args=(model_id, actor),
-                         name=f"gate-{model_id}", daemon=True).start()
-        return True
-
-    def running_since(self, model_id: str) -> float | None:
-        with self._lock:
-            return self._running.get(model_id)
-
-    def _evaluate(self, model_id: str, actor: str) -> None:
-        try:
-            run_gate(self.databases.get(), self.store, self.config, model_id, actor=actor)
-        except Exception:
-            log.exception("gate evaluation of %s failed; nothing was recorded", model_id)
-        finally:
-            with self._lock:
-                self._running.pop(model_id, None)

@@ -14,3 +14,6 @@ MAX_TEXT_CHARS = 2000            # comments on labels and reviews, reasons for a
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_RUNS_LISTED = 500            # GET /api/v1/runs?limit=
 MAX_ROWS_LISTED = 1000           # audit events, adjudications
+
+# A retraining started from the API (appliance.retraining): the bootstrap took 400 a network.
+MAX_TRAINING_ITERATIONS = 20_000

@@ -123,9 +123,11 @@ def true_positions_px(cones_um: np.ndarray, shifts_um: np.ndarray, prepared: Pre
     return np.column_stack([rows, columns])
 
 
-def train(name: str, samples: list[PhantomSample], *, iterations: int = 400,
-          batch_size: int = 16, seed: int = 0, log: Callable[[str], None] = print):
-    """Train network ``name`` ("cones" or "layers") deterministically; return it (on the CPU)."""
+def train(name: str, samples: list, *, iterations: int = 400, batch_size: int = 16,
+          seed: int = 0, log: Callable[[str], None] = print, start=None):
+    """Train network ``name`` ("cones" or "layers") deterministically; return it (on the CPU).
+    ``start``: a network to go on from (fine-tuning) instead of a new one. A cone sample
+    needs only ``image`` and ``target``; a layer sample ``b_scans`` and ``layer_labels``."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -133,10 +135,10 @@ def train(name: str, samples: list[PhantomSample], *, iterations: int = 400,
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(seed)
     if name == "cones":
-        network, next_batch = cone_model.build_network(), _cone_batch
+        network, next_batch = start or cone_model.build_network(), _cone_batch
         loss_fn = DiceCELoss(sigmoid=True)
     else:
-        network, next_batch = layer_model.build_network(), _layer_batch
+        network, next_batch = start or layer_model.build_network(), _layer_batch
         loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
     optimiser = torch.optim.Adam(network.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, iterations)

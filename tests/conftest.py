@@ -345,6 +345,7 @@ class WebApp:
             rows, columns = np.mgrid[3:shape[0]:6, 3:shape[1]:6]
             cones_px = np.column_stack([rows.ravel(), columns.ravel()]).astype(float)
         arrays_of_run = {declared.Arrays.enface("ISOS"): rng.random(shape, np.float32),
+                         declared.Arrays.enface("COST"): rng.random(shape, np.float32),
                          declared.Arrays.CONE_UNCERTAINTY: rng.random(shape, np.float32) * 0.2,
                          declared.Arrays.CONES_PX: cones_px}
         if probability is not None:

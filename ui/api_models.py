@@ -1,19 +1,24 @@
 """The JSON API's model registry: list the registered model versions, show one, register one
 (weights as safetensors + its model card), start its gate evaluation, promote it (guarded by
-the gate; an admin may override) and roll it back (appliance.lifecycle)."""
+the gate; an admin may override), roll it back (appliance.lifecycle), and start a retraining
+from the reviewed labels (appliance.retraining)."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from appliance import gates, lifecycle, registry, shadow
+from appliance import gates, lifecycle, registry, retraining, shadow
 from appliance.access.permissions import allowed
 from appliance.exceptions import InvalidInput
+from appliance.jobs import Jobs
+from appliance.limits import MAX_TRAINING_ITERATIONS
 from ui import payload
 from ui.security import requires, takes_large_bodies
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("api_models", __name__, url_prefix="/api/v1")
 
 
@@ -34,12 +39,33 @@ def model_document(model_id: str) -> dict:
     summary, and whether its gate is being evaluated now."""
     return {**registry.get_model(g.db, model_id),
             "gate_results": gates.results(g.db, model_id),
-            "gate_running": gate_jobs().running_since(model_id) is not None,
+            "gate_running": jobs().running_since(f"gate:{model_id}") is not None,
             "shadow_summary": shadow.summary(g.db, model_id)}
 
 
-def gate_jobs() -> gates.GateJobs:
-    return current_app.extensions["aomas_gates"]
+def jobs() -> Jobs:
+    return current_app.extensions["aomas_jobs"]
+
+
+def gate_job(model_id: str) -> bool:
+    """The version's gate evaluation in the background; False when it is running already."""
+    registry.get_model(g.db, model_id)  # 404 before any thread
+    parts, who = payload.appliance(), g.user["username"]
+    return jobs().start(f"gate:{model_id}", lambda: gates.run_gate(
+        parts.databases.get(), parts.store, parts.config, model_id, actor=who))
+
+
+def start_training(model_id: str, parent_id: str | None, iterations: int) -> bool:
+    """A retraining from the reviewed labels in the background (checked first); one at a
+    time on a box, whatever its id: each may take most of the memory cap."""
+    parts, who = payload.appliance(), g.user["username"]
+    parent_id = retraining.check_request(g.db, parts.config, model_id, parent_id,
+                                         retraining.DEFAULT_PHANTOM_SEEDS)
+    return jobs().start("training", lambda: retraining.train_from_reviews(
+        parts.databases.get(), parts.store, parts.config, actor=who, model_id=model_id,
+        parent_id=parent_id, iterations=iterations,
+        phantom_seeds=retraining.DEFAULT_PHANTOM_SEEDS,
+        calibration_seeds=retraining.DEFAULT_CALIBRATION_SEEDS, log=log.info))
 
 
 def actor() -> lifecycle.Actor:
@@ -52,8 +78,24 @@ def actor() -> lifecycle.Actor:
 def start_gate(model_id: str):
     """Evaluate the version on the frozen set in the background (minutes); 202 when started,
     200 when its evaluation was running already. GET the model to see the result."""
-    started = gate_jobs().start(model_id, actor=g.user["username"])
+    started = gate_job(model_id)
     return jsonify(model_document(model_id)), 202 if started else 200
+
+
+@blueprint.post("/models/train-from-reviews")
+@requires("train_models")
+def train_from_reviews():
+    """``{"model_id": "site-v1", "parent": null, "iterations": 200}``: fine-tune on the
+    reviewed labels in the background (minutes to hours); the result is registered as
+    STAGING with its gate result, never promoted. 202 when started."""
+    body = payload.body()
+    iterations = payload.field(body, "iterations", int, required=False, default=200)
+    if not 1 <= iterations <= MAX_TRAINING_ITERATIONS:
+        raise InvalidInput(f"iterations must be 1 to {MAX_TRAINING_ITERATIONS}")
+    model_id = payload.field(body, "model_id", str)
+    started = start_training(model_id, payload.field(body, "parent", str, required=False),
+                             iterations)
+    return jsonify({"model_id": model_id, "started": started}), 202 if started else 200
 
 
 @blueprint.post("/models/<model_id>/promote")

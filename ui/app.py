@@ -12,7 +12,7 @@ import logging
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from appliance import gates, health, metrics
+from appliance import health, metrics
 from appliance.access.accounts import LoginRefused
 from appliance.access.permissions import allowed
 from appliance.exceptions import (
@@ -23,6 +23,7 @@ from appliance.exceptions import (
     NotPermitted,
     TransientError,
 )
+from appliance.jobs import Jobs
 from appliance.services import Appliance
 from ui import (
     alert_routes,
@@ -52,7 +53,7 @@ def create_app(appliance: Appliance) -> Flask:
     # Views reach the parts through ui.payload.appliance(); uploads are ingested exactly as
     # C-STOREs are (appliance.uploads).
     app.extensions["aomas"] = appliance
-    app.extensions["aomas_gates"] = gates.GateJobs(appliance.databases, appliance.store, config)
+    app.extensions["aomas_jobs"] = Jobs()  # gate evaluations and retrainings (appliance.jobs)
     app.request_class = SpooledRequest  # uploads land in the spool once (ui.request)
 
     @app.before_request

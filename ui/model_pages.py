@@ -11,7 +11,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from appliance import lifecycle, registry, routing
 from appliance.exceptions import InvalidInput
 from ui import payload
-from ui.api_models import actor, gate_jobs, model_document
+from ui.api_models import actor, gate_job, model_document
 from ui.security import requires, takes_large_bodies
 
 blueprint = Blueprint("model_pages", __name__)
@@ -55,7 +55,7 @@ def model_page(model_id: str):
 @blueprint.post("/models/<model_id>/gate")
 @requires("promote_models")
 def gate_page(model_id: str):
-    started = gate_jobs().start(model_id, actor=g.user["username"])
+    started = gate_job(model_id)
     flash("Gate evaluation started; it takes minutes. Reload this page for the result."
           if started else "This version's gate evaluation is already running.")
     return redirect(url_for("model_pages.model_page", model_id=model_id))

@@ -15,6 +15,7 @@ from appliance.limits import (
     MAX_ROWS_LISTED,
     MAX_RUNS_LISTED,
     MAX_TEXT_CHARS,
+    MAX_TRAINING_ITERATIONS,
     MAX_UID_CHARS,
 )
 from appliance.review import adjudication, tiles
@@ -25,6 +26,8 @@ from ui.openapi_schemas import ref, schemas
 ERROR = ref("Error")
 ALERT = ref("Alert")
 DRIFT = ref("DriftReport")
+TRAINING = _object({"model_id": {"type": "string"}, "started": {"type": "boolean"}},
+                   ["model_id", "started"])
 
 
 def _answer(description: str, schema: dict | None = None) -> dict:
@@ -285,6 +288,18 @@ def document() -> dict[str, Any]:
             "summary": "One model version: card, stage and the history of its stage",
             "parameters": [_path_id("model_id")],
             "responses": {"200": _answer("the model", MODEL), **_errors(404)}}},
+        "/api/v1/models/train-from-reviews": {"post": {
+            "summary": "Fine-tune a new version on the reviewed labels (plus phantoms) in the "
+                       "background (admin, ml-engineer); it is registered as STAGING with its "
+                       "gate result and never promoted by itself",
+            "requestBody": _json_body(_object({
+                "model_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                "parent": {"type": "string", "description": "default: production"},
+                "iterations": {"type": "integer", "minimum": 1,
+                               "maximum": MAX_TRAINING_ITERATIONS}}, ["model_id"])),
+            "responses": {"202": _answer("started", TRAINING),
+                          "200": _answer("this retraining was running already", TRAINING),
+                          **_errors(400, 404, 422)}}},
         "/api/v1/models/{model_id}/gate": {"post": {
             "summary": "Evaluate the version on the frozen evaluation set in the background "
                        "(admin, ml-engineer); GET the model for the result",

@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "promote_models": frozenset({"admin", "ml-engineer"}),  # gate, promote (gate passed)
     "override_gates": frozenset({"admin"}),  # promote despite a failed gate, with a reason
     "rollback_models": frozenset({"admin", "ml-engineer"}),
+    "train_models": frozenset({"admin", "ml-engineer"}),  # retrain from reviewed labels
     "view_metrics": frozenset({"admin"}),  # /metrics away from web.metrics_addresses
     "view_alerts": EVERY_ROLE,  # the banner: a drifting model concerns everyone reading
     "resolve_alerts": frozenset({"admin", "ml-engineer"}),
