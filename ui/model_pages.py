@@ -11,7 +11,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from appliance import lifecycle, registry, routing
 from appliance.exceptions import InvalidInput
 from ui import payload
-from ui.api_models import actor, gate_job, model_document
+from ui.api_models import actor, gate_job, model_document, start_training
 from ui.security import requires, takes_large_bodies
 
 blueprint = Blueprint("model_pages", __name__)
@@ -89,3 +89,17 @@ def rollback_page(model_id: str):
                                        alerts_config=payload.appliance().config.alerts)
     flash(message + ".")
     return redirect(url_for("model_pages.model_page", model_id=model_id))
+
+
+@blueprint.post("/models/train-from-reviews")
+@requires("train_models")
+def train_page():
+    model_id = request.form.get("model_id", "").strip()
+    try:
+        iterations = int(request.form.get("iterations") or 200)
+    except ValueError:
+        raise InvalidInput("iterations must be a whole number") from None
+    started = start_training(model_id, request.form.get("parent") or None, iterations)
+    flash(f"Training {model_id} from the reviewed labels; it appears here as STAGING when done."
+          if started else "A retraining is running already; start this one when it is done.")
+    return redirect(url_for("model_pages.models_page"))
