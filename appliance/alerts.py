@@ -66,7 +66,7 @@ def unresolved(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 def listing(db: sqlite_utils.Database, limit: int = 100) -> list[dict[str, Any]]:
     rows = db["alerts"].rows_where(order_by="id desc", limit=limit)
-    return [shown(row, deliveries=True, db=db) for row in rows]
+    return [_with_deliveries(db, row) for row in rows]
 
 
 def resolve(db: sqlite_utils.Database, alert_id: int, *, actor: str) -> dict[str, Any]:
@@ -79,17 +79,17 @@ def resolve(db: sqlite_utils.Database, alert_id: int, *, actor: str) -> dict[str
             db["alerts"].update(alert_id, {"resolved_at": time.time(), "resolved_by": actor})
             audit.record(db, actor=actor, action="alert.resolve", object_kind="alert",
                          object_id=str(alert_id), detail={"name": rows[0]["name"]})
-    return shown(db["alerts"].get(alert_id), deliveries=True, db=db)
+    return _with_deliveries(db, db["alerts"].get(alert_id))
 
 
-def shown(row: dict[str, Any], *, deliveries: bool = False,
-          db: sqlite_utils.Database | None = None) -> dict[str, Any]:
-    alert = {**row, "labels": json.loads(row["labels"] or "{}")}
-    if deliveries and db is not None:
-        alert["deliveries"] = list(db["alert_deliveries"].rows_where(
-            "alert_id = ?", [row["id"]], select="channel, target, state, attempts, last_error",
-            order_by="id"))
-    return alert
+def shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "labels": json.loads(row["labels"] or "{}")}
+
+
+def _with_deliveries(db: sqlite_utils.Database, row: dict[str, Any]) -> dict[str, Any]:
+    return {**shown(row), "deliveries": list(db["alert_deliveries"].rows_where(
+        "alert_id = ?", [row["id"]], select="channel, target, state, attempts, last_error",
+        order_by="id"))}
 
 
 def alertmanager_payload(alert: dict[str, Any], external_url: str = "") -> dict[str, Any]:

@@ -32,7 +32,7 @@ from appliance import alerts, audit, gates, registry, routing
 from appliance.database import write_transaction
 from appliance.review import labels
 from appliance.review.case_images import run_arrays
-from appliance.run_result import Arrays, RunResult
+from appliance.run_result import Arrays, RunResult, json_path
 from appliance.storage import ObjectStore
 from gpu.calibration import Calibration, assess, expected_calibration_error
 from gpu.cone_model import PEAK_THRESHOLD
@@ -58,11 +58,12 @@ def check(db: sqlite_utils.Database, store: ObjectStore, config, *, actor: str,
     baseline = next(iter(gates.results(db, model["model_id"])), None)
     report.update(baseline_ece=baseline["ece"] if baseline else None,
                   baseline_f1=baseline["f1_mean"] if baseline else None)
+    # The window is chosen by counting (cheap); the tiles are measured once, in it.
     for weeks in range(1, MAX_WEEKS + 1):
         start = now - weeks * WEEK_SECONDS
-        cases = reviewed_cases(db, store, model, start, now)
-        if len(cases) >= config.drift.min_reviewed_cases:
+        if _count_cases(db, model["model_id"], start, now) >= config.drift.min_reviewed_cases:
             break
+    cases = reviewed_cases(db, store, model, start, now)
     report.update(window_start=start, reviewed_cases=len(cases),
                   reviewed_tiles=sum(len(c["tiles"]) for c in cases),
                   signals=label_free_signals(db, model["model_id"], start, now))
@@ -74,16 +75,24 @@ def check(db: sqlite_utils.Database, store: ObjectStore, config, *, actor: str,
     return _record(db, config, {**report, **figures, "status": status, "limit": limit})
 
 
+# The version's tiles whose newest label falls in the window [start, end].
+_REVIEWED = ("FROM tiles t JOIN runs r USING (run_id) WHERE r.model_id = ? AND "
+             "t.head_version > 0 AND (SELECT MAX(created_at) FROM labels l "
+             "WHERE l.tile_id = t.tile_id) BETWEEN ? AND ?")
+
+
+def _count_cases(db: sqlite_utils.Database, model_id: str, start: float, end: float) -> int:
+    return db.execute(f"SELECT COUNT(DISTINCT t.case_id) {_REVIEWED}",
+                      [model_id, start, end]).fetchone()[0]
+
+
 def reviewed_cases(db: sqlite_utils.Database, store: ObjectStore, model: dict, start: float,
                    end: float) -> list[dict[str, Any]]:
     """Per case: each reviewed tile's detections (calibrated confidence, correct or not) and
     its reviewed cone count, for the tiles whose newest label falls in the window."""
     calibration = Calibration.from_card(model["card"])
-    rows = db.query(
-        "SELECT t.*, r.result FROM tiles t JOIN runs r USING (run_id) "
-        "WHERE r.model_id = ? AND t.head_version > 0 AND (SELECT MAX(created_at) FROM labels "
-        "l WHERE l.tile_id = t.tile_id) BETWEEN ? AND ? ORDER BY t.case_id, t.tile_id",
-        [model["model_id"], start, end])
+    rows = db.query(f"SELECT t.*, r.result {_REVIEWED} ORDER BY t.case_id, t.tile_id",
+                    [model["model_id"], start, end])
     cases: dict[int, dict[str, Any]] = {}
     for tile in rows:
         result = RunResult.from_json(json.loads(tile["result"]))
@@ -128,28 +137,27 @@ def labelled_figures(cases: list[dict[str, Any]]) -> dict[str, float]:
 
 def label_free_signals(db: sqlite_utils.Database, model_id: str, start: float,
                        end: float) -> dict[str, dict[str, float | None]]:
-    """Each signal's mean over the version's successful runs in the window and before it."""
+    """Each signal's mean over the version's successful runs in the window and before it,
+    averaged by SQLite from the stored results (no result is decoded)."""
+    averages = ", ".join(f"AVG(json_extract(result, '{path}')) AS {name}"
+                         for name, path in SIGNALS.items())
+
     def means(where: str, params: list) -> dict[str, float | None]:
-        results = [RunResult.from_json(json.loads(row["result"])) for row in db.query(
-            f"SELECT result FROM runs WHERE model_id = ? AND state = 'SUCCEEDED' AND {where}",
-            [model_id, *params])]
-        values: dict[str, list[float]] = {name: [] for name in SIGNALS}
-        for result in results:
-            for name, read in SIGNALS.items():
-                value = read(result)
-                if value is not None:
-                    values[name].append(float(value))
-        return {"runs": len(results)} | {
-            name: round(float(np.mean(v)), 4) if v else None for name, v in values.items()}
+        row = db.execute(f"SELECT COUNT(*), {averages} FROM runs WHERE model_id = ? AND "
+                         f"state = 'SUCCEEDED' AND {where}", [model_id, *params]).fetchone()
+        return {"runs": row[0]} | {name: None if value is None else round(value, 4)
+                                   for name, value in zip(SIGNALS, row[1:], strict=True)}
 
     return {"window": means("finished_at BETWEEN ? AND ?", [start, end]),
             "baseline": means("finished_at < ?", [start])}
 
 
+# Where each signal lies in the stored run result (checked against its declaration).
 SIGNALS = {
-    "detected_vs_spectral_density": lambda r: r.needs_review.spectral_density_ratio,
-    "expected_error_percent": lambda r: r.needs_review.expected_detection_error.get("percent"),
-    "band_contrast": lambda r: r.band_contrast,
+    "detected_vs_spectral_density": json_path("needs_review", "spectral_density_ratio"),
+    "expected_error_percent": json_path("needs_review", "expected_detection_error")
+    + ".percent",
+    "band_contrast": json_path("band_contrast"),
 }
 
 

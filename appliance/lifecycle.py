@@ -131,7 +131,6 @@ def rollback(db: sqlite_utils.Database, model_id: str, *, actor: Actor, reason: 
             said.append(f"production is {previous['model_id']} again")
         else:
             db["model_pointers"].delete(POINTER_OF[model["stage"]])
-        db["models"].update(model_id, {"stage": ROLLED_BACK})
         _event(db, model_id, actor.name, model["stage"], ROLLED_BACK, reason, action=ROLLBACK)
         audit.record(db, actor=actor.name, action="model.rollback", object_kind="model",
                      object_id=model_id, detail={"from_stage": model["stage"],

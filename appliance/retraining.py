@@ -115,10 +115,13 @@ def check_request(db: sqlite_utils.Database, config: Config, model_id: str,
 
 def train_from_reviews(db: sqlite_utils.Database, store: ObjectStore, config: Config, *,
                        actor: str, model_id: str, parent_id: str | None = None,
-                       iterations: int = 200, phantom_seeds: str = DEFAULT_PHANTOM_SEEDS,
-                       calibration_seeds: str = DEFAULT_CALIBRATION_SEEDS,
+                       iterations: int = 200, phantom_seeds: str | None = None,
+                       calibration_seeds: str | None = None,
                        log=print) -> dict[str, Any]:
-    """Train, measure and register the new version (STAGING); return it from the registry."""
+    """Train, measure and register the new version (STAGING); return it from the registry.
+    Seeds default to ``DEFAULT_PHANTOM_SEEDS`` and ``DEFAULT_CALIBRATION_SEEDS``."""
+    phantom_seeds = phantom_seeds or DEFAULT_PHANTOM_SEEDS
+    calibration_seeds = calibration_seeds or DEFAULT_CALIBRATION_SEEDS
     parent_id = check_request(db, config, model_id, parent_id, phantom_seeds)
     parent = registry.get_model(db, parent_id)
     the_set = gates.evaluation_set(config.models.evaluation_seeds)

@@ -26,8 +26,6 @@ from appliance import runs
 from appliance.runs import CANARY_ARM, PRODUCTION_ARM, SHADOW_ARM
 
 BUCKETS = 100
-# Lower runs first: a shadow run waits behind every production and canary run.
-PRIORITY = {PRODUCTION_ARM: 10, CANARY_ARM: 10, SHADOW_ARM: 0}
 
 
 def bucket(study_instance_uid: str) -> int:

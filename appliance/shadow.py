@@ -28,7 +28,8 @@ from gpu.cone_model import cone_target
 
 def compare(db: sqlite_utils.Database, store: ObjectStore, case_id: int) -> dict | None:
     """Record the comparison of the case's current production and shadow runs once both have
-    succeeded; the comparison, or None while one is missing. Call after a run succeeded."""
+    succeeded; the comparison, or None while one is missing. Call after a run succeeded; the
+    record is one INSERT OR IGNORE, so two workers finishing the pair at once keep one."""
     current = {("shadow" if row["arm"] == runs.SHADOW_ARM else "production"): row
                for row in db.query("SELECT run_id, arm, model_id, state FROM runs "
                                    "WHERE case_id = ? AND superseded_by IS NULL", [case_id])}

@@ -40,6 +40,7 @@ def model_document(model_id: str) -> dict:
     return {**registry.get_model(g.db, model_id),
             "gate_results": gates.results(g.db, model_id),
             "gate_running": jobs().running_since(f"gate:{model_id}") is not None,
+            "promoted_by_override": model_id in lifecycle.overridden(g.db),
             "shadow_summary": shadow.summary(g.db, model_id)}
 
 
@@ -63,9 +64,7 @@ def start_training(model_id: str, parent_id: str | None, iterations: int) -> boo
                                          retraining.DEFAULT_PHANTOM_SEEDS)
     return jobs().start("training", lambda: retraining.train_from_reviews(
         parts.databases.get(), parts.store, parts.config, actor=who, model_id=model_id,
-        parent_id=parent_id, iterations=iterations,
-        phantom_seeds=retraining.DEFAULT_PHANTOM_SEEDS,
-        calibration_seeds=retraining.DEFAULT_CALIBRATION_SEEDS, log=log.info))
+        parent_id=parent_id, iterations=iterations, log=log.info))
 
 
 def actor() -> lifecycle.Actor:

@@ -90,6 +90,7 @@ def schemas() -> dict[str, Any]:
                 "reason": STRING_OR_NULL, "action": STRING_OR_NULL,
                 "traffic_percent": INTEGER_OR_NULL, "gate_result_id": INTEGER_OR_NULL})},
             "gate_running": {"type": "boolean"},
+            "promoted_by_override": {"type": "boolean"},
             "shadow_summary": object_schema({"cases": {"type": "integer"}}, ["cases"]),
             "gate_results": {"type": "array", "items": object_schema({
                 "passed": {"type": "boolean"}, "f1_mean": {"type": "number"},
