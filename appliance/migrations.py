@@ -276,3 +276,26 @@ def _alerts_and_drift(db: sqlite_utils.Database) -> None:
         "baseline_ece": float, "baseline_f1": float, "status": str, "signals": str,
         "alert_id": int,
     }, pk="id", not_null={"status"})
+
+
+@migrations(name="0015_audit_chain")
+def _audit_chain(db: sqlite_utils.Database) -> None:
+    from appliance.audit import GENESIS_HASH, event_hash
+
+    # Each event chains to the one before it (appliance.audit). Events already logged are
+    # chained here, in id order, with the update trigger lifted for that alone.
+    db["audit_events"].add_column("previous_hash", str)
+    db["audit_events"].add_column("event_hash", str)
+    db.execute("DROP TRIGGER audit_events_no_update")
+    previous_hash = GENESIS_HASH
+    columns = ("id", "at", "actor", "action", "object_kind", "object_id", "detail")
+    for row in db.execute(f"SELECT {', '.join(columns)} FROM audit_events ORDER BY id").fetchall():
+        event = dict(zip(columns, row, strict=True))
+        chained = event_hash(event, previous_hash)
+        db.execute("UPDATE audit_events SET previous_hash = ?, event_hash = ? WHERE id = ?",
+                   [previous_hash, chained, event["id"]])
+        previous_hash = chained
+    db.execute("CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+               "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END")
+    # Two writers appending to the same head would fork the chain; one of them fails instead.
+    db["audit_events"].create_index(["previous_hash"], unique=True)

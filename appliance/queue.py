@@ -1,5 +1,5 @@
-"""The Huey instance, its task and its weekly periodic task. Huey is only the doorbell; SQLite
-holds the truth.
+"""The Huey instance, its task and its periodic tasks (weekly drift, daily audit head). Huey
+is only the doorbell; SQLite holds the truth.
 
 Huey delivers at most once: a task running when its worker dies is gone. That is why every run
 lives in the ``runs`` table and ``appliance.reconciler`` re-queues what was lost.
@@ -18,6 +18,8 @@ from appliance.runs import SHADOW_ARM
 TASK_NAME = "execute_run"
 # The weekly drift check (appliance.drift): Mondays at 03:00 UTC (Huey keeps UTC).
 DRIFT_SCHEDULE = {"day_of_week": "1", "hour": "3", "minute": "0"}
+# The audit chain's head to the system log (appliance.audit.log_head): daily at 00:05 UTC.
+AUDIT_HEAD_SCHEDULE = {"hour": "0", "minute": "5"}
 # Higher first: a shadow run (appliance.routing) waits behind every production and canary run.
 PRIORITY, SHADOW_PRIORITY = 10, 0
 
@@ -56,13 +58,21 @@ class RunQueue:
         def drift_check() -> None:
             self._weekly()
 
+        self._daily: Callable[[], None] = lambda: None
+
+        @self.huey.periodic_task(crontab(**AUDIT_HEAD_SCHEDULE), name="audit_head")
+        def audit_head() -> None:
+            self._daily()
+
     def consumer(self, execute: Callable[[str], None], weekly: Callable[[], None] | None = None,
-                 **options):
-        """The Huey consumer that calls ``execute(run_id)`` for each task and ``weekly()`` on
-        the drift schedule; not started."""
+                 daily: Callable[[], None] | None = None, **options):
+        """The Huey consumer that calls ``execute(run_id)`` for each task, ``weekly()`` on the
+        drift schedule and ``daily()`` on the audit head's; not started."""
         self._execute = execute
         if weekly is not None:
             self._weekly = weekly
+        if daily is not None:
+            self._daily = daily
         return self.huey.create_consumer(**options)
 
     def enqueue(self, run_id: str, delay_seconds: float = 0, *, arm: str | None = None) -> None:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING
 
-from appliance import alerts, drift, outbox, registry, runs, shadow
+from appliance import alerts, audit, drift, outbox, registry, runs, shadow
 from appliance.database import ThreadLocalDatabase, write_transaction
 from appliance.exceptions import ConfigurationError, InvalidInput, TransientError
 from appliance.pipeline import run_pipeline
@@ -90,6 +90,9 @@ class Worker:
             log.info("drift check: %s (model %s, %s reviewed cases)", report["status"],
                      report["model_id"], report.get("reviewed_cases"))
 
+    def daily_audit_head(self) -> None:
+        audit.log_head(self.databases.get(), self.config.data_dir)
+
     def model_of(self, run: dict) -> registry.ModelRecord:
         """The model version the run was dispatched with (its manifest names it), from the
         registry; this process's configured model when it is that one."""
@@ -145,7 +148,8 @@ class Worker:
         reconcile(self.databases.get(), self.queue, self.config)
         # Poll often: an idle consumer would otherwise back off to 10 s before starting a run.
         self.consumer = self.queue.consumer(
-            self.execute, weekly=self.weekly_drift_check, workers=1, worker_type="thread",
+            self.execute, weekly=self.weekly_drift_check, daily=self.daily_audit_head,
+            workers=1, worker_type="thread",
             periodic=True, initial_delay=0.05, backoff=1.15, max_delay=0.1,
             scheduler_interval=1)
         self.consumer.start()

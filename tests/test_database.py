@@ -26,7 +26,7 @@ def test_migrations_apply_once_in_order(tmp_path):
                        "0006_adjudication", "0007_reviews", "0008_run_progress",
                        "0009_tile_error_probability", "0010_series_description",
                        "0011_model_registry", "0012_gate_results", "0013_model_routing",
-                       "0014_alerts_and_drift"]
+                       "0014_alerts_and_drift", "0015_audit_chain"]
     assert migrations.pending(db) == []
     assert {"instances", "series", "cases", "runs", "audit_events", "outbox", "users"} <= set(
         db.table_names())

@@ -13,6 +13,7 @@ import click
 
 from appliance import cli as commands
 from appliance.access.commands import user
+from appliance.audit_commands import audit_group
 from appliance.cli import CONFIG_HELP, wait_for_signal, with_config
 from appliance.config import Config
 from appliance.demo import walkthrough
@@ -87,6 +88,7 @@ COMMANDS = (
     serve, commands.scp, commands.worker, web, commands.init, commands.doctor,
     commands.show_config, commands.phantom, commands.send, commands.demo, commands.runs_group,
     outbox_group, user, model_group, drift_group, commands.train_command, commands.evaluate_command,
+    audit_group,
 )
 for command in COMMANDS:
     cli.add_command(command)
