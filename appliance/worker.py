@@ -146,6 +146,8 @@ class Worker:
     def start(self) -> None:
         """Reconcile, then start the Huey consumer threads and the ticker; returns at once."""
         reconcile(self.databases.get(), self.queue, self.config)
+        # Also at start: a box that is off at 00:05 would otherwise leave a day unlogged.
+        self.daily_audit_head()
         # Poll often: an idle consumer would otherwise back off to 10 s before starting a run.
         self.consumer = self.queue.consumer(
             self.execute, weekly=self.weekly_drift_check, daily=self.daily_audit_head,
