@@ -14,6 +14,7 @@ import click
 from appliance import cli as commands
 from appliance.access.commands import user
 from appliance.audit_commands import audit_group
+from appliance.backup_commands import backup_command, restore_command
 from appliance.cli import CONFIG_HELP, wait_for_signal, with_config
 from appliance.config import Config
 from appliance.demo import walkthrough
@@ -88,7 +89,7 @@ COMMANDS = (
     serve, commands.scp, commands.worker, web, commands.init, commands.doctor,
     commands.show_config, commands.phantom, commands.send, commands.demo, commands.runs_group,
     outbox_group, user, model_group, drift_group, commands.train_command, commands.evaluate_command,
-    audit_group,
+    audit_group, backup_command, restore_command,
 )
 for command in COMMANDS:
     cli.add_command(command)
