@@ -63,10 +63,27 @@ SETTINGS: tuple[Setting, ...] = (
             "Refuse C-STORE with 0xA700 when the data dir's disk has less free space than this."),
     Setting("dicom", "spool_stale_seconds", 300.0,
             "Spool files untouched this long belong to transfers that died; they are deleted."),
+    Setting("dicom", "tls_certificate", "",
+            "PEM certificate (chain) of this box; with dicom.tls_private_key the SCP port "
+            "speaks DICOM TLS only (BCP 195 profile: TLS 1.2+), and TLS destinations present "
+            "it as the client certificate. Empty = plain TCP."),
+    Setting("dicom", "tls_private_key", "",
+            "PEM private key of dicom.tls_certificate, readable by the aomas user only."),
+    Setting("dicom", "tls_ca_certificates", "",
+            "PEM bundle of the CAs that scanners' client certificates, and TLS destinations' "
+            "server certificates, must chain to."),
+    Setting("dicom", "tls_require_client_certificate", True,
+            "With TLS on, refuse a scanner that presents no valid client certificate (DCMTK "
+            "and Orthanc do the same by default)."),
     Setting("web", "bind", "127.0.0.1", "Address the review page and JSON API listen on."),
     Setting("web", "port", 8080, "TCP port of the review page and JSON API."),
     Setting("web", "secure_cookies", False,
             "Send the session cookie over HTTPS only (and HSTS); turn on behind a TLS proxy."),
+    Setting("web", "trusted_proxy", "",
+            "Address of the reverse proxy that terminates HTTPS (nginx on this box: "
+            "127.0.0.1); its X-Forwarded-For and X-Forwarded-Proto are believed, so rate "
+            "limits, the audit log and the address allow-lists see the real client. Empty = "
+            "no proxy: those headers are ignored."),
     Setting("web", "session_idle_minutes", 30.0,
             "A web session without a request for this long ends; the user logs in again."),
     Setting("web", "health_detail_addresses", ["127.0.0.1", "::1"],
@@ -150,6 +167,13 @@ DESTINATION_KEYS: dict[str, str] = {
     "objects": "Output kinds to send (default all): derived_opt, enface_isos, enface_cost, "
                "layer_seg, cone_seg, report.",
     "segmentation": "Layer SEG type for this PACS: 'BINARY' (default) or 'LABELMAP'.",
+    "tls": "C-STORE over DICOM TLS (kind = 'dimse'); default false.",
+    "tls_ca_certificates": "CA bundle the PACS's certificate must chain to; default "
+                           "dicom.tls_ca_certificates.",
+    "tls_server_name": "Name the PACS's certificate must carry; default its host.",
+    "tls_certificate": "Client certificate presented to the PACS; default "
+                       "dicom.tls_certificate (empty: none).",
+    "tls_private_key": "Its key; default dicom.tls_private_key.",
 }
 
 # What a destination may ask for (appliance/outputs.py builds them; kept here so the
@@ -227,7 +251,8 @@ def load_config(explicit: str | None = None, environ: dict[str, str] | None = No
         values.setdefault(setting.section, {})[setting.key] = _coerce(setting, value, path)
 
     values["appliance"]["data_dir"] = str(Path(values["appliance"]["data_dir"]).resolve())
-    destinations = tuple(destination_profile(d, path) for d in document.get("destinations", []))
+    destinations = tuple(_with_tls_defaults(destination_profile(d, path), values["dicom"], path)
+                         for d in document.get("destinations", []))
     names = [d["name"] for d in destinations]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{path}: two [[destinations]] share a name; the outbox "
@@ -287,7 +312,19 @@ def destination_profile(table: dict, path: Path | None = None) -> dict:
                                  f"{', '.join(OUTPUT_KINDS)}")
     return {"kind": kind, "ae_title": "PACS", "host": "127.0.0.1", "port": 4242,
             "objects": list(OUTPUT_KINDS), "segmentation": BINARY,
-            "transfer_syntax": "uncompressed", "username": "", "password_file": "", **table}
+            "transfer_syntax": "uncompressed", "username": "", "password_file": "",
+            "tls": False, "tls_server_name": "", **table}
+
+
+def _with_tls_defaults(destination: dict, dicom: dict, path: Path | None) -> dict:
+    """A TLS destination's CA bundle and client identity default to the box's own."""
+    for key in ("tls_ca_certificates", "tls_certificate", "tls_private_key"):
+        destination[key] = destination.get(key) or dicom[key]
+    if destination["tls"] and not destination["tls_ca_certificates"]:
+        raise ConfigurationError(f"{path}: destination '{destination['name']}' has tls = true "
+                                 "but no CA bundle to check the PACS's certificate: set its "
+                                 "tls_ca_certificates or dicom.tls_ca_certificates")
+    return destination
 
 
 def reference_markdown() -> str:

@@ -6,7 +6,9 @@ import shutil
 import sqlite3
 from typing import Any
 
+from appliance import tls
 from appliance.config import Config
+from appliance.exceptions import ConfigurationError
 from appliance.queue import make_huey
 from dicom.send import probe
 
@@ -48,10 +50,14 @@ def _check_queue(config: Config) -> dict[str, Any]:
 
 def _check_scp(config: Config) -> dict[str, Any]:
     host = "127.0.0.1" if config.dicom.bind in ("0.0.0.0", "") else config.dicom.bind
-    answer = probe(host, config.dicom.port, called_ae=config.dicom.ae_title)
+    try:
+        tls_args = tls.probe_tls_args(config)
+    except ConfigurationError as error:
+        return {"ok": False, "address": f"{host}:{config.dicom.port}", "error": str(error)}
+    answer = probe(host, config.dicom.port, called_ae=config.dicom.ae_title, tls_args=tls_args)
     # A rejection (calling AE not on the allow-list) still proves the SCP is up and answering.
     result = {"ok": answer in ("accepted", "rejected"), "address": f"{host}:{config.dicom.port}",
-              "answer": answer}
+              "answer": answer, "tls": tls_args is not None}
     if not result["ok"]:
         result["error"] = "no DICOM answer; is `aomas scp` (or `aomas serve`) running?"
     return result

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 
 import sqlite_utils
 
-from appliance import audit
+from appliance import audit, tls
 from appliance.database import write_transaction
-from appliance.exceptions import NotPermitted
+from appliance.exceptions import ConfigurationError, NotPermitted
 from appliance.run_result import Output
 from appliance.runs import SHADOW_ARM
 from appliance.storage import ObjectStore
@@ -138,9 +138,13 @@ def _send(destination: dict, paths: list, *, calling_ae: str) -> list[SendResult
                     for p in paths]
         return upload_files(paths, destination["url"], username=destination["username"],
                             password=password, transfer_syntax=syntax)
+    try:
+        tls_args = tls.destination_tls_args(destination)
+    except ConfigurationError as error:
+        return [SendResult(p, None, str(error)) for p in paths]
     return send_files(paths, destination["host"], int(destination["port"]),
                       called_ae=destination["ae_title"], calling_ae=calling_ae,
-                      transfer_syntax=syntax)
+                      transfer_syntax=syntax, tls_args=tls_args)
 
 
 def _password(destination: dict) -> str:

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from appliance import tls
 from appliance.config import Config
 from appliance.database import ThreadLocalDatabase
 from appliance.ingest import Ingest
@@ -80,7 +81,7 @@ def start_scp(appliance: Appliance) -> StorageSCP:
                           pdu_seconds=config.dicom.pdu_seconds,
                           max_pdu_bytes=config.dicom.max_pdu_bytes),
         idle_seconds=config.dicom.idle_seconds, spool_dir=store.spool,
-        on_instance=appliance.ingest.store_instance)
+        on_instance=appliance.ingest.store_instance, ssl_context=tls.scp_context(config))
     scp.start()
     threading.Thread(target=_sweep_stale_spool, args=(store, config.dicom.spool_stale_seconds),
                      name="spool-janitor", daemon=True).start()

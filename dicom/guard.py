@@ -9,13 +9,17 @@ or exhaust memory:
   checks it against the maximum PDU length we advertised (``DULServiceProvider._read_pdu_data``
   calls ``recv(pdu_length)``);
 - a read has no deadline, only a per-``recv`` socket timeout, so a peer that drips one byte a
-  second holds its slot for as long as it likes.
+  second holds its slot for as long as it likes;
+- with TLS, the handshake runs in the accepting thread (``AssociationServer.get_request``
+  wraps the socket with the handshake on connect), so one peer that connects and says nothing
+  stops every other from connecting.
 
 Upstream has no setting for any of this, and its tracker has no issue on receive-side PDU
 limits (searched for 3.0.4; report it there when this module is next touched). fo-dicom had
 the same bug and fixed it the same way (fo-dicom/fo-dicom#327, #509, #1678). So it is fixed
 here through the extension points the library documents: ``AE.make_server(server_class=...)``
-gives a server that counts connections per peer address (``verify_request``) and a request
+gives a server that counts connections per peer address (``verify_request``), shakes TLS
+hands in each connection's own thread against the association request's deadline, and a request
 handler whose associations use ``GuardedDUL``, a ``DULServiceProvider`` whose PDU reader checks
 the length first and reads against a deadline. Re-check ``_read_pdu_data`` when pynetdicom is
 upgraded: ``GuardedDUL`` keeps its events (Evt17 transport closed, Evt19 invalid PDU) and its
@@ -25,6 +29,8 @@ decoding.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import struct
 import threading
 import time
@@ -258,8 +264,20 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                          refused)
         return False
 
+    def get_request(self):
+        client_socket, address = self.socket.accept()
+        if self.ssl_context:
+            # The handshake waits for the connection's thread (``_handshake``).
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False)
+        return client_socket, address
+
     def process_request_thread(self, request, client_address) -> None:
         try:
+            if isinstance(request, ssl.SSLSocket) and not self._handshake(request,
+                                                                          client_address):
+                self.shutdown_request(request)
+                return
             super().process_request_thread(request, client_address)
         finally:
             host = str(client_address[0])
@@ -267,3 +285,26 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 self.connections[host] -= 1
                 if self.connections[host] <= 0:
                     del self.connections[host]
+
+    def _handshake(self, request: ssl.SSLSocket, client_address) -> bool:
+        """The TLS handshake, whole within ``association_request_seconds``: a per-``recv``
+        timeout alone would let a dripping peer stretch it without end."""
+        expired = threading.Timer(self.limits.association_request_seconds, _cut, [request])
+        expired.start()
+        try:
+            request.do_handshake()
+            return True
+        except (ssl.SSLError, OSError) as error:
+            reason = getattr(error, "reason", None) or type(error).__name__
+            refusals.warning("tls", "TLS handshake with %s failed: %s", client_address[0],
+                             "no answer in time" if expired.finished.is_set() else reason)
+            return False
+        finally:
+            expired.cancel()
+
+
+def _cut(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)   # wakes the blocked handshake
+    except OSError:
+        pass

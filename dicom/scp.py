@@ -9,6 +9,7 @@ only speaks DICOM.
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
 import threading
 import time
@@ -139,8 +140,10 @@ class StorageSCP:
 
     def __init__(self, *, ae_title: str, bind: str, port: int, allowed_calling_aes: list[str],
                  limits: PeerLimits, idle_seconds: float, spool_dir: Path,
-                 on_instance: Callable[[ReceivedInstance], int]):
+                 on_instance: Callable[[ReceivedInstance], int],
+                 ssl_context: ssl.SSLContext | None = None):
         self.bind, self.port = bind, port
+        self.ssl_context = ssl_context
         self.on_instance = on_instance
         self.spool_dir = spool_dir
         self.limits = limits
@@ -175,14 +178,15 @@ class StorageSCP:
         # ae.start_server, with the guarded server class (dicom.guard) in place of its own.
         self.server = self.ae.make_server((self.bind, self.port), evt_handlers=handlers,
                                           server_class=GuardedAssociationServer,
-                                          limits=self.limits)
+                                          ssl_context=self.ssl_context, limits=self.limits)
         self.ae._servers.append(self.server)   # as start_server does: AE.shutdown stops it
         # A short poll: stopping waits for the loop's next look (socketserver's 0.5 s is felt
         # by every restart); a select() each 50 ms costs nothing.
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                          name="dicom-scp", daemon=True).start()
         self.port = self.server.server_address[1]
-        log.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.bind, self.port)
+        log.info("DICOM SCP %s listening on %s:%d%s", self.ae.ae_title, self.bind, self.port,
+                 " (DICOM TLS)" if self.ssl_context else "")
 
     def stop(self) -> None:
         if self.server is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ def dicom_files(paths: Iterable[Path]) -> list[Path]:
 
 def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOMAS",
                calling_ae: str = "AOMAS-SEND", max_pdu_bytes: int = 0,
-               transfer_syntax: str = "") -> list[SendResult]:
+               transfer_syntax: str = "",
+               tls_args: tuple[ssl.SSLContext, str] | None = None) -> list[SendResult]:
     """Send every file over one association; files that are not DICOM are reported, not sent.
 
     With ``transfer_syntax`` (a compressed one), each SOP class is proposed in it and, in a
@@ -79,7 +81,8 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
     assoc = ae.associate(host, port, ae_title=called_ae, max_pdu=max_pdu_bytes,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)])
+                         evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
+                         tls_args=tls_args)
     if not assoc.is_established:
         reason = "association rejected" if assoc.is_rejected else "no association"
         return results + [SendResult(p, None, f"{reason} by {host}:{port}")
@@ -107,12 +110,13 @@ def send_files(paths: list[Path], host: str, port: int, *, called_ae: str = "AOM
 
 
 def probe(host: str, port: int, *, called_ae: str = "AOMAS",
-          calling_ae: str = "AOMAS-HEALTH") -> str:
+          calling_ae: str = "AOMAS-HEALTH",
+          tls_args: tuple[ssl.SSLContext, str | None] | None = None) -> str:
     """'accepted' (C-ECHO answered), 'rejected' (association refused) or 'unreachable'."""
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = 5
     ae.add_requested_context(VERIFICATION_SOP_CLASS)
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = ae.associate(host, port, ae_title=called_ae, tls_args=tls_args)
     if assoc.is_rejected:
         return "rejected"
     if not assoc.is_established:

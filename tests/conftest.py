@@ -78,6 +78,7 @@ class Box:
         self.config_path = root / "aomas.toml"
         self.config_path.write_text("\n".join(lines) + "\n")
         self.processes: dict[str, subprocess.Popen] = {}
+        self.tls_args = None     # how wait_for_scp reaches an SCP that speaks DICOM TLS
 
     @property
     def env(self) -> dict[str, str]:
@@ -106,7 +107,8 @@ class Box:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise AssertionError(f"aomas exited early:\n{self.log()}")
-            if probe("127.0.0.1", self.dicom_port) in ("accepted", "rejected"):
+            if probe("127.0.0.1", self.dicom_port, tls_args=self.tls_args) in ("accepted",
+                                                                               "rejected"):
                 return
             time.sleep(0.1)
         raise AssertionError(f"the SCP did not answer within {timeout} s:\n{self.log()}")

@@ -21,10 +21,15 @@ class WebServer:
     def __init__(self, appliance: Appliance):
         config = appliance.config
         app = create_app(appliance)
-        # Proxy headers are ignored: the rate limit and the audit log use the peer's address.
+        # Proxy headers are believed from web.trusted_proxy only (the nginx that terminates
+        # HTTPS): the rate limit, the audit log and the address allow-lists use the client's
+        # address, which only that proxy may state. From anyone else they are removed.
+        proxy = {"trusted_proxy": config.web.trusted_proxy, "trusted_proxy_count": 1,
+                 "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"}
+                 } if config.web.trusted_proxy else {}
         self.server = create_server(app, host=config.web.bind, port=config.web.port,
                                     threads=config.web.threads, ident="AOMAS",
-                                    clear_untrusted_proxy_headers=True,
+                                    clear_untrusted_proxy_headers=True, **proxy,
                                     # waitress's own cap (1 GiB by default) must not undercut
                                     # the upload route's (ui.security)
                                     max_request_body_size=config.web.max_upload_mb * 2**20)
