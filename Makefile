@@ -6,8 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The peers the tests drive: DCMTK (scanner), dicom3tools (dciodvfy), Redis (scale-out queue),
-# Orthanc (PACS), Chromium with its WebDriver (the review page's browser tests).
-DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc chromium chromium-driver
+# Orthanc (PACS), Chromium with its WebDriver (the review page's browser tests), nginx (HTTPS
+# in front of the web part, as the Ansible role sets it up), restic (off-box backups).
+DEBIAN_PACKAGES := dcmtk dicom3tools redis-server orthanc chromium chromium-driver nginx restic \
+  openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo demo-pacs test lint bench fuzz system-packages clean
@@ -30,7 +32,8 @@ demo-pacs:
 
 system-packages:
 	@missing=""; \
-	for tool in storescu echoscu storescp dciodvfy redis-server Orthanc chromium chromedriver; do \
+	for tool in storescu echoscu storescp dciodvfy redis-server Orthanc chromium chromedriver \
+	    nginx restic openssl; do \
 	  command -v $$tool >/dev/null || missing="yes"; done; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && \

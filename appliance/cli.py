@@ -21,7 +21,7 @@ import click
 
 from appliance import health, registry, routing, runs
 from appliance.access import accounts
-from appliance.config import Config, load_config, reference_markdown
+from appliance.config import SETTINGS, Config, load_config, reference_markdown
 from appliance.demo.study import write_phantom_study
 from appliance.exceptions import AomasError
 from appliance.registry import BOOTSTRAP_DIR, model_record
@@ -238,10 +238,13 @@ def runs_show(config: Config, run_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--without-services", is_flag=True,
+              help="Check only what needs no running service (database, queue, disk): an "
+                   "installer's check before the services start.")
 @with_config
-def doctor(config: Config, as_json: bool) -> None:
+def doctor(config: Config, as_json: bool, without_services: bool) -> None:
     """Check the box: database, queue, SCP, disk (same as GET /healthz)."""
-    report = health.check(config)
+    report = health.check(config, services=not without_services)
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:
@@ -255,14 +258,21 @@ def doctor(config: Config, as_json: bool) -> None:
 
 @click.command(name="config")
 @click.option("--reference", is_flag=True, help="Print the reference table (as in the README).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Every effective setting as JSON (Ansible reads it to render the units).")
 @with_config
-def show_config(config: Config, reference: bool) -> None:
-    """Print the effective configuration."""
+def show_config(config: Config, reference: bool, as_json: bool) -> None:
+    """Print the effective configuration (and so check it: a bad one exits 1)."""
     if reference:
         click.echo(reference_markdown())
         return
+    if as_json:
+        sections = {s.section for s in SETTINGS}
+        click.echo(json.dumps({**{name: vars(getattr(config, name)) for name in sorted(sections)},
+                               "destinations": list(config.destinations)}, indent=1))
+        return
     click.echo(f"# from {config.source}")
-    for section in ("appliance", "dicom", "web", "queue", "worker", "pipeline", "models"):
+    for section in dict.fromkeys(s.section for s in SETTINGS):
         click.echo(f"[{section}]")
         for key, value in vars(getattr(config, section)).items():
             click.echo(f"{key} = {json.dumps(value)}")

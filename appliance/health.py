@@ -13,13 +13,16 @@ from appliance.queue import make_huey
 from dicom.send import probe
 
 
-def check(config: Config) -> dict[str, Any]:
+def check(config: Config, *, services: bool = True) -> dict[str, Any]:
+    """Each component's state; without ``services``, only what needs no running part (an
+    installer's check before the services start)."""
     components = {
         "db": _check_db(config),
         "queue": _check_queue(config),
-        "scp": _check_scp(config),
         "disk": _check_disk(config),
     }
+    if services:
+        components["scp"] = _check_scp(config)
     return {"ok": all(c["ok"] for c in components.values()), "components": components}
 
 
