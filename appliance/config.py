@@ -140,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("drift", "ece_margin", 0.02,
             "The drift check alerts when the lower bound of the ECE's 95 % interval exceeds "
             "models.gate_max_ece plus this margin."),
+    Setting("export", "date_shift_days", 0,
+            "De-identified exports shift every date this many days back; 0 = a random shift "
+            "of 62 to 730 days, one per export (intervals within an export are kept)."),
     Setting("alerts", "webhook_urls", [],
             "URLs that get each alert as Alertmanager-shaped JSON (Alertmanager, Grafana, a "
             "Slack relay); no patient data is ever in an alert."),
@@ -196,6 +199,7 @@ class Config:
     pipeline: SimpleNamespace
     models: SimpleNamespace
     drift: SimpleNamespace
+    export: SimpleNamespace
     alerts: SimpleNamespace
     destinations: tuple[dict, ...]
     source: str

@@ -28,6 +28,7 @@ from appliance.services import Appliance
 from ui import (
     alert_routes,
     api,
+    api_exports,
     api_labels,
     api_models,
     auth,
@@ -66,6 +67,7 @@ def create_app(appliance: Appliance) -> Flask:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_labels.blueprint)
     app.register_blueprint(api_models.blueprint)
+    app.register_blueprint(api_exports.blueprint)
     app.register_blueprint(model_pages.blueprint)
     app.register_blueprint(alert_routes.blueprint)
     app.register_blueprint(drift_routes.blueprint)

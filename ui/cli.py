@@ -20,6 +20,7 @@ from appliance.config import Config
 from appliance.demo import walkthrough
 from appliance.demo.pacs import LocalOrthanc
 from appliance.exceptions import AomasError
+from appliance.export_commands import export_command
 from appliance.model_commands import drift_group, model_group
 from appliance.outbox_commands import outbox_group
 from appliance.services import build, start_scp, start_worker
@@ -89,7 +90,7 @@ COMMANDS = (
     serve, commands.scp, commands.worker, web, commands.init, commands.doctor,
     commands.show_config, commands.phantom, commands.send, commands.demo, commands.runs_group,
     outbox_group, user, model_group, drift_group, commands.train_command, commands.evaluate_command,
-    audit_group, backup_command, restore_command,
+    audit_group, backup_command, restore_command, export_command,
 )
 for command in COMMANDS:
     cli.add_command(command)

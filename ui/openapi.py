@@ -352,6 +352,19 @@ def document() -> dict[str, Any]:
         "/api/v1/drift/check": {"post": {
             "summary": "Run the drift check now and record it (admin, ml-engineer)",
             "responses": {"201": _answer("the report", DRIFT), **_errors(400)}}},
+        "/api/v1/exports": {"post": {
+            "summary": "A study's inputs and outputs de-identified (PS3.15 Basic Profile: UIDs "
+                       "remapped consistently, dates shifted) with measurements.csv, as a ZIP "
+                       "(researcher, admin); audited with counts",
+            "requestBody": _json_body(_object({
+                "study_instance_uid": {"type": "string", "maxLength": 64},
+                "date_shift_days": {"type": "integer", "minimum": 0, "maximum": 36500,
+                                    "description": "default export.date_shift_days (0: "
+                                                   "random per export)"}},
+                ["study_instance_uid"])),
+            "responses": {"200": {"description": "the export", "content": {
+                "application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+                          **_errors(400, 404, 422)}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document",
                                          "responses": {"200": _answer("OpenAPI 3.1", _object(
                                              {"openapi": {"type": "string"},

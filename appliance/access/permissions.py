@@ -4,7 +4,8 @@ admin: everything. clinician: read cases, results and tiles, adjudicate tiles tw
 on, accept a case's review. labeler: the review queue, the tile editor, blind second ratings.
 ml-engineer: read everything a run produced, upload cases, start runs, register, gate,
 promote and roll back models (a failed gate only an admin may override).
-researcher: read cases and results. Every role reads the registered models' cards.
+researcher: read cases and results, export a study de-identified. Every role reads the
+registered models' cards.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "resolve_alerts": frozenset({"admin", "ml-engineer"}),
     "view_drift": EVERY_ROLE,
     "check_drift": frozenset({"admin", "ml-engineer"}),
+    "export_deidentified": frozenset({"admin", "researcher"}),  # a study, PS3.15 Basic Profile
 }
 
 
