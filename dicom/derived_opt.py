@@ -24,10 +24,12 @@ from dicom.volume import Volume
 STORED_AT_P99 = 16384
 
 # Patient and study attributes copied from the received volume, so the outputs file under the
-# same patient and study in the PACS.
-PATIENT_AND_STUDY = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate",
-                     "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
-                     "AccessionNumber", "ReferringPhysicianName", "StudyDescription")
+# same patient and study in the PACS; with its character set, so a name outside Latin-1 stays
+# the name it was.
+PATIENT_AND_STUDY = ("SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID",
+                     "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                     "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                     "StudyDescription")
 
 
 def stored_pixels(corrected: np.ndarray) -> np.ndarray:

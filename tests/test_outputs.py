@@ -211,3 +211,29 @@ def test_the_report_carries_the_spectral_spacing_where_it_resolved_a_ring(run_ou
     for group in groups[1:]:
         names = {m.name.meaning for m in group.get_measurements()}
         assert "Cone density implied by the en-face spectrum" not in names
+
+
+def test_a_name_outside_latin_1_reaches_every_output_intact(tmp_path):
+    """The received Specific Character Set travels with the patient's name into each output."""
+    from appliance.demo.study import write_phantom_study
+    from appliance.pipeline import run_pipeline
+    from appliance.storage import ObjectStore
+    from gpu.phantom import PhantomSpec
+    from tests.conftest import SMALL
+
+    write_phantom_study(tmp_path / "study", PhantomSpec(seed=8, **SMALL))
+    paths = sorted((tmp_path / "study" / "dicom").glob("*.dcm"))
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        dataset.SpecificCharacterSet = "ISO_IR 192"
+        dataset.PatientName = "山田^太郎"
+        dataset.save_as(path, enforce_file_format=True)
+    record, store = model_record(), ObjectStore(tmp_path / "data")
+    run = {"run_id": "c" * 32, "queued_at": 1_800_000_000.0,
+           "manifest": {"model": record.manifest_entry(),
+                        "pipeline": {"package": "0.1.0", "commit": "abc"}}}
+    result = run_pipeline(run, paths, store, record)
+    for output in result.outputs:
+        written = pydicom.dcmread(store.path_for(output.sha256), stop_before_pixels=True)
+        assert written.SpecificCharacterSet == "ISO_IR 192", output.kind
+        assert str(written.PatientName) == "山田^太郎", output.kind
