@@ -55,7 +55,11 @@ def audit_head(config: Config) -> None:
     """Write the chain's head to the system log and audit-heads.log now (the worker does
     this daily at 00:05 UTC)."""
     databases, _ = open_data_dir(config)
-    head = audit.log_head(databases.get(), config.data_dir)
+    db = databases.get()
+    head = audit.log_head(db, config.data_dir)
     if head is None:
         raise AuditBroken("the audit log is empty; there is no head to log")
+    # After the head it logged: that head stays a checkpoint the chain must still pass.
+    audit.record(db, actor=ACTOR, action="audit.head", object_kind="audit_log",
+                 object_id=str(head[0]), detail={})
     click.echo(audit.HEAD_LINE.format(id=head[0], hash=head[1]))

@@ -309,6 +309,9 @@ def destination_profile(table: dict, path: Path | None = None) -> dict:
     if table.get("transfer_syntax", "uncompressed") not in TRANSFER_SYNTAX_NAMES:
         raise ConfigurationError(f"{path}: destination '{table['name']}' transfer_syntax must "
                                  f"be one of {', '.join(TRANSFER_SYNTAX_NAMES)}")
+    if not isinstance(table.get("tls", False), bool):
+        raise ConfigurationError(f"{path}: destination '{table['name']}' tls must be true or "
+                                 "false")
     unknown_kinds = set(table.get("objects", OUTPUT_KINDS)) - set(OUTPUT_KINDS)
     if unknown_kinds:
         raise ConfigurationError(f"{path}: destination '{table['name']}' names unknown "

@@ -53,6 +53,8 @@ def test_aomas_config_environment_variable_names_the_file(tmp_path):
     ('[[destinations]]\nname = "x"\ntransfer_syntax = "jpeg2000"\n',
      "transfer_syntax must be one of uncompressed, rle, jpeg-ls"),
     ('[[destinations]]\nname = "x"\n[[destinations]]\nname = "x"\n', "share a name"),
+    ('[[destinations]]\nname = "x"\ntls = "yes"\n', "tls must be true or false"),
+    ('[[destinations]]\nname = "x"\ntls = true\n', "has tls = true but no CA bundle"),
 ])
 def test_mistakes_are_reported_by_name(tmp_path, text, message):
     path = tmp_path / "aomas.toml"
