@@ -5,11 +5,13 @@ a corrupted backup is refused with the object named and leaves nothing behind.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 from pathlib import Path
 
 from appliance import backup
-from tests.conftest import Box, mask_from, png_of, storescu
+from tests.conftest import Box, mask_from, need, png_of, storescu
 from tests.test_reviews import settle_adjudications
 
 TABLES = {"instances": "sop_instance_uid", "runs": "run_id", "labels": "label_id",
@@ -134,3 +136,27 @@ def test_a_damaged_manifest_or_missing_object_is_refused(tmp_path):
     (snapshot / "manifest.json").write_text("{not json")
     answer = _box(tmp_path / "b").aomas("restore", str(destination), check=False)
     assert answer.returncode == 1 and "manifest.json is unreadable" in answer.stderr
+
+
+def test_a_backup_goes_through_restic_and_comes_back_restorable(tmp_path):
+    """The documented off-box target: the backup directory into an encrypted restic repository
+    (as aomas-backup.service's ExecStartPost does), then back out and restored."""
+    box = Box(tmp_path)
+    (tmp_path / "pw").write_text("correct horse battery staple")
+    box.aomas("init", "--admin-user", "ada", "--admin-password-file", str(tmp_path / "pw"))
+    destination = tmp_path / "backups"
+    box.aomas("backup", str(destination))
+    restic = need("restic")
+    environment = {**os.environ, "RESTIC_REPOSITORY": str(tmp_path / "repository"),
+                   "RESTIC_PASSWORD_FILE": str(tmp_path / "pw"),
+                   "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
+    for args in (["init"], ["backup", "--quiet", str(destination)],
+                 ["restore", "latest", "--target", str(tmp_path / "out")]):
+        subprocess.run([restic, *args], env=environment, check=True, capture_output=True)
+    # Encrypted at rest: the repository holds no readable database or manifest.
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "repository").rglob("*")
+                      if p.is_file())
+    assert b"SQLite format 3" not in stored and b"aomas-backup/1" not in stored
+    back = tmp_path / "out" / destination.relative_to("/")
+    restored = _box(tmp_path / "restored").aomas("restore", str(back))
+    assert "objects verified" in restored.stdout and "audit log: intact" in restored.stdout
