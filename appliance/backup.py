@@ -36,7 +36,7 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance import audit
+from appliance import audit, migrations
 from appliance.exceptions import AomasError, InvalidInput
 from appliance.orphans import SHA256, referenced_sha256s
 from appliance.storage import ObjectStore, fsync_directory, sha256_of
@@ -125,6 +125,10 @@ def restore(source: Path, data_dir: Path, *,
     snapshot = latest_snapshot(source)
     root = snapshot.parent.parent
     manifest = read_manifest(snapshot)
+    if manifest.get("schema") not in migrations.names():
+        raise BackupError(f"{snapshot} was taken by a newer release (schema "
+                          f"{manifest.get('schema')}); restore it with that release, then "
+                          "roll back through Ansible")
     if data_dir.exists() and any(data_dir.iterdir()):
         raise BackupError(f"{data_dir} is not empty; restore only into an empty data dir "
                           "(move the old one aside first)")

@@ -11,6 +11,12 @@ from sqlite_utils.migrations import Migrations
 migrations = Migrations("aomas")
 
 
+def names() -> list[str]:
+    """Every migration this release knows, in order (a backup from a newer one is refused)."""
+    # sqlite-utils keeps the list without a public accessor.
+    return [migration.name for migration in migrations._migrations]
+
+
 @migrations(name="0001_core_tables")
 def _core_tables(db: sqlite_utils.Database) -> None:
     db["instances"].create({

@@ -133,6 +133,10 @@ def test_a_damaged_manifest_or_missing_object_is_refused(tmp_path):
     (destination / "objects" / victim[:2] / victim).unlink()
     answer = _box(tmp_path / "a").aomas("restore", str(destination), check=False)
     assert f"object {victim} is missing from the backup" in answer.stderr
+    # A snapshot from a release with a migration this one does not know.
+    (snapshot / "manifest.json").write_text(json.dumps({**manifest, "schema": "0999_future"}))
+    answer = _box(tmp_path / "c").aomas("restore", str(destination), check=False)
+    assert answer.returncode == 1 and "taken by a newer release" in answer.stderr
     (snapshot / "manifest.json").write_text("{not json")
     answer = _box(tmp_path / "b").aomas("restore", str(destination), check=False)
     assert answer.returncode == 1 and "manifest.json is unreadable" in answer.stderr
