@@ -52,6 +52,7 @@ bench: system-packages $(BIN)/aomas
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/review.py
 	$(BIN)/python bench/lifecycle.py
+	$(BIN)/python bench/backup.py
 
 # Coverage-guided fuzzing (atheris) of what a hostile peer's bytes reach first: the SCP's
 # header reader, the upload's validation, the guarded PDU reader (fuzz/targets.py). CI runs a
