@@ -34,9 +34,13 @@ def browser():
 
 
 def wait_for(driver, predicate, timeout: float = 20):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: predicate(d))
+    # A page that a form post is replacing: the element found may be gone by the time its text
+    # is read, or not there yet. Either way, look again.
+    return WebDriverWait(driver, timeout, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(lambda d: predicate(d))
 
 
 def log_in(driver, url: str, username: str) -> None:
