@@ -31,12 +31,13 @@ GENESIS_HASH = "0" * 64
 HEADS_FILE = "audit-heads.log"
 HEAD_LINE = "audit chain head: event {id} sha256 {hash}"
 _HEAD_PATTERN = re.compile(r"audit chain head: event (\d+) sha256 ([0-9a-f]{64})")
-_CONTENT = ("id", "at", "actor", "action", "object_kind", "object_id", "detail")
+# What an event's hash covers, in order.
+CONTENT = ("id", "at", "actor", "action", "object_kind", "object_id", "detail")
 
 
 def event_hash(event: dict[str, Any], previous_hash: str) -> str:
     """The SHA-256 that chains ``event`` (its id and content) to the event before it."""
-    content = json.dumps([event[column] for column in _CONTENT], separators=(",", ":"))
+    content = json.dumps([event[column] for column in CONTENT], separators=(",", ":"))
     return hashlib.sha256(f"{previous_hash}\n{content}".encode()).hexdigest()
 
 
@@ -49,14 +50,19 @@ def record(db: sqlite_utils.Database, *, actor: str, action: str, object_kind: s
         with write_transaction(db):
             return record(db, actor=actor, action=action, object_kind=object_kind,
                           object_id=object_id, detail=detail)
-    head = db.execute("SELECT id, event_hash FROM audit_events ORDER BY id DESC LIMIT 1"
-                      ).fetchone()
+    head = _head(db)
     previous_id, previous_hash = (head[0], head[1] or GENESIS_HASH) if head else (0, GENESIS_HASH)
     event = {"id": previous_id + 1, "at": time.time(), "actor": actor, "action": action,
              "object_kind": object_kind, "object_id": object_id,
              "detail": json.dumps(detail or {}, sort_keys=True)}
     db["audit_events"].insert({**event, "previous_hash": previous_hash,
                                "event_hash": event_hash(event, previous_hash)})
+
+
+def _head(db: sqlite_utils.Database) -> tuple[int, str | None] | None:
+    """The newest event's id and hash."""
+    return db.execute("SELECT id, event_hash FROM audit_events ORDER BY id DESC LIMIT 1"
+                      ).fetchone()
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ def verify(db: sqlite_utils.Database, heads: Iterable[tuple[int, str]] = ()) -> 
     previous_id, previous_hash, count, broken = 0, GENESIS_HASH, 0, None
     for row in db.execute("SELECT id, at, actor, action, object_kind, object_id, detail, "
                           "previous_hash, event_hash FROM audit_events ORDER BY id"):
-        event = dict(zip((*_CONTENT, "previous_hash", "event_hash"), row, strict=True))
+        event = dict(zip((*CONTENT, "previous_hash", "event_hash"), row, strict=True))
         count += 1
         if event["id"] != previous_id + 1:
             broken = (f"event {previous_id + 1} is missing (the chain goes from {previous_id} "
@@ -110,15 +116,16 @@ def verify(db: sqlite_utils.Database, heads: Iterable[tuple[int, str]] = ()) -> 
 
 def read_heads(path: Path) -> list[tuple[int, str]]:
     """Every logged head in a text file: ``audit-heads.log`` or an export of the system log
-    (``journalctl -u aomas-worker -o cat``); other lines are ignored."""
+    (``journalctl -u aomas-worker -o cat``); other lines are ignored, no file is no heads."""
+    if not path.is_file():
+        return []
     return [(int(match[1]), match[2]) for match in _HEAD_PATTERN.finditer(path.read_text())]
 
 
 def log_head(db: sqlite_utils.Database, data_dir: Path) -> tuple[int, str] | None:
     """Write the chain's head to the system log and to ``audit-heads.log`` (the worker does
     this daily); None while the log is empty."""
-    head = db.execute("SELECT id, event_hash FROM audit_events ORDER BY id DESC LIMIT 1"
-                      ).fetchone()
+    head = _head(db)
     if head is None:
         return None
     line = HEAD_LINE.format(id=head[0], hash=head[1])

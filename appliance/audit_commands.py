@@ -34,10 +34,8 @@ def audit_verify(config: Config, heads_files: tuple[Path, ...]) -> None:
     """Recompute the chain from the first event; exit 1 naming the first broken link."""
     databases, _ = open_data_dir(config)
     db = databases.get()
-    heads: list[tuple[int, str]] = []
-    for path in (config.data_dir / audit.HEADS_FILE, *heads_files):
-        if path.is_file():
-            heads.extend(audit.read_heads(path))
+    heads = [head for path in (config.data_dir / audit.HEADS_FILE, *heads_files)
+             for head in audit.read_heads(path)]
     result = audit.verify(db, heads)
     audit.record(db, actor=ACTOR, action="audit.verify", object_kind="audit_log",
                  object_id=str(result.head_id),

@@ -12,13 +12,13 @@ The database is copied first, by SQLite's online backup API, in one step: a read
 so the copy is one committed state however busy the SCP and the worker are. The objects are
 then the ones that copy names (every SHA-256 in a text column that is a file in the store, as
 ``appliance.orphans`` counts references); nothing deletes an object a committed row names, so
-they are all still there. Each object is hashed as it is copied and copied only once per
-backup directory. The queue, the model cache and the web secret are not kept: the worker
-re-queues from the runs table, the cache is rebuilt from the stored weights, and a new secret
-only means logging in again.
+they are all still there. Each object's copy is hashed before it counts, and each is copied
+only once per backup directory. The queue, the model cache and the web secret are not kept:
+the worker re-queues from the runs table, the cache is rebuilt from the stored weights, and a
+new secret only means logging in again.
 
-A restore goes into an empty data dir and checks every hash before anything counts as
-restored; on any mismatch it removes what it wrote and names the object.
+A restore goes into an empty data dir and checks every copy's hash; on any mismatch it removes
+what it wrote and names the object.
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ import sqlite_utils
 from appliance import audit, migrations
 from appliance.exceptions import AomasError, InvalidInput
 from appliance.orphans import SHA256, referenced_sha256s
-from appliance.storage import ObjectStore, fsync_directory, sha256_of
+from appliance.storage import (
+    ObjectStore,
+    empty_directory,
+    fsync_directory,
+    fsync_file,
+    sha256_of,
+)
 from appliance.version import pipeline_version
 
 FORMAT = "aomas-backup/1"
@@ -92,11 +98,12 @@ def backup(data_dir: Path, store: ObjectStore, destination: Path, *, keep: int =
         copied = copied_bytes = 0
         for sha256 in named:
             target = _object_path(destination, sha256)
-            if not target.is_file():
-                _copy_verified(store.path_for(sha256), target, sha256)
-                copied += 1
-                copied_bytes += target.stat().st_size
-            objects[sha256] = target.stat().st_size
+            if target.is_file():
+                objects[sha256] = target.stat().st_size
+                continue
+            objects[sha256] = _copy_verified(store.path_for(sha256), target, sha256)
+            copied += 1
+            copied_bytes += objects[sha256]
         heads = data_dir / audit.HEADS_FILE
         if heads.is_file():
             shutil.copyfile(heads, partial / audit.HEADS_FILE)
@@ -109,7 +116,7 @@ def backup(data_dir: Path, store: ObjectStore, destination: Path, *, keep: int =
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         for path in partial.iterdir():
-            _fsync(path)
+            fsync_file(path)
         os.replace(partial, snapshot)
         fsync_directory(snapshot.parent)
         log(f"snapshot {name}: {len(objects)} objects ({copied} new, "
@@ -119,9 +126,9 @@ def backup(data_dir: Path, store: ObjectStore, destination: Path, *, keep: int =
 
 
 def restore(source: Path, data_dir: Path, *,
-            log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+            log: Callable[[str], None] = lambda line: None) -> tuple[Path, dict[str, Any]]:
     """Restore the snapshot ``source`` (a snapshot directory, or a backup directory: its
-    newest) into the empty ``data_dir``; return its manifest."""
+    newest) into the empty ``data_dir``; return that snapshot and its manifest."""
     snapshot = latest_snapshot(source)
     root = snapshot.parent.parent
     manifest = read_manifest(snapshot)
@@ -155,12 +162,9 @@ def restore(source: Path, data_dir: Path, *,
             shutil.copyfile(snapshot / audit.HEADS_FILE, data_dir / audit.HEADS_FILE)
     except BaseException:
         # Leave the data dir as it was: empty (or absent), never half restored.
-        for path in list(data_dir.iterdir()):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        if created:
-            data_dir.rmdir()
+        empty_directory(data_dir, remove=created)
         raise
-    return manifest
+    return snapshot, manifest
 
 
 def latest_snapshot(source: Path) -> Path:
@@ -199,32 +203,31 @@ def _online_copy(source: Path, target: Path) -> None:
 
 
 def _copy_verified(source: Path, target: Path, sha256: str, *, what: str | None = None,
-                   expected_bytes: int | None = None) -> None:
+                   expected_bytes: int | None = None) -> int:
     """Copy ``source`` to ``target`` through a temporary name; the copy counts only if its
-    bytes hash to ``sha256``."""
+    bytes hash to ``sha256``. Returns its size."""
     what = what or f"object {sha256}"
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.name}.partial")
     try:
+        # The kernel copies (sendfile); the hash then reads the copy back from the page cache,
+        # which is faster than a Python read-hash-write loop and checks what landed.
         shutil.copyfile(source, staged)
     except OSError as error:
+        staged.unlink(missing_ok=True)
         raise BackupError(f"{what} could not be copied: {error}") from None
     actual, size = sha256_of(staged)
     if actual != sha256 or (expected_bytes is not None and size != expected_bytes):
         staged.unlink()
         raise BackupError(f"{what} is corrupt: its bytes hash to {actual[:16]}…, not "
                           f"{sha256[:16]}…; this backup cannot be restored as it is")
-    _fsync(staged)
+    fsync_file(staged)
     os.replace(staged, target)
+    return size
 
 
 def _object_path(root: Path, sha256: str) -> Path:
     return root / "objects" / sha256[:2] / sha256
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _prune(destination: Path, keep: int, log: Callable[[str], None]) -> None:

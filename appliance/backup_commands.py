@@ -42,12 +42,11 @@ def restore_command(config: Config, source: Path) -> None:
     """Restore SOURCE (a backup directory: its newest snapshot; or one snapshot) into the
     configured data dir, which must be empty. Every hash is checked; a corrupt or missing
     object is named and nothing is left behind."""
-    manifest = backup.restore(source.resolve(), config.data_dir, log=click.echo)
+    snapshot, manifest = backup.restore(source.resolve(), config.data_dir, log=click.echo)
     db = connect(config.data_dir / backup.DATABASE)   # migrates one from an older release
-    chain = audit.verify(db, audit.read_heads(config.data_dir / audit.HEADS_FILE)
-                         if (config.data_dir / audit.HEADS_FILE).is_file() else [])
+    chain = audit.verify(db, audit.read_heads(config.data_dir / audit.HEADS_FILE))
     audit.record(db, actor="aomas restore", action="backup.restore", object_kind="backup",
-                 object_id=backup.latest_snapshot(source.resolve()).name,
+                 object_id=snapshot.name,
                  detail={"objects": len(manifest["objects"]), "counts": manifest["counts"],
                          "audit_intact": chain.intact})
     db.conn.close()

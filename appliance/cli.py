@@ -266,13 +266,13 @@ def show_config(config: Config, reference: bool, as_json: bool) -> None:
     if reference:
         click.echo(reference_markdown())
         return
+    sections = dict.fromkeys(s.section for s in SETTINGS)
     if as_json:
-        sections = {s.section for s in SETTINGS}
-        click.echo(json.dumps({**{name: vars(getattr(config, name)) for name in sorted(sections)},
+        click.echo(json.dumps({**{name: vars(getattr(config, name)) for name in sections},
                                "destinations": list(config.destinations)}, indent=1))
         return
     click.echo(f"# from {config.source}")
-    for section in dict.fromkeys(s.section for s in SETTINGS):
+    for section in sections:
         click.echo(f"[{section}]")
         for key, value in vars(getattr(config, section)).items():
             click.echo(f"{key} = {json.dumps(value)}")

@@ -19,10 +19,8 @@ audit log gets counts, never identifiers.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ from pydicom.dataset import Dataset
 from appliance import audit, runs
 from appliance.exceptions import AomasError, InvalidInput, NotFound
 from appliance.review import acceptance
-from appliance.storage import ObjectStore
+from appliance.storage import ObjectStore, empty_directory, sha256_of
 
 FORMAT = "aomas-export/1"
 # PS3.16 CID 7050: the profile and the options this export conforms to.
@@ -172,10 +170,10 @@ def export_study(db: sqlite_utils.Database, store: ObjectStore, study_instance_u
             "profile": [meaning for _, meaning in PROFILE_CODES],
             "deidentified_by": "dicognito 0.19.0", "date_shift": shift,
             "cases": len(cases), **counts,
-            "files": {str(path.relative_to(out_dir)): _sha256(path) for path in files},
+            "files": {str(path.relative_to(out_dir)): sha256_of(path)[0] for path in files},
         }, indent=1))
     except BaseException:
-        _remove(out_dir, created)
+        empty_directory(out_dir, remove=created)
         raise
     audit.record(db, actor=actor, action="export.deidentified", object_kind="export",
                  object_id=export_id, detail={"cases": len(cases), **counts,
@@ -188,10 +186,7 @@ def _deidentified(path: Path, anonymizer: Anonymizer, originals: Originals) -> D
     dataset = pydicom.dcmread(path)
     originals.collect(dataset)
     anonymizer.anonymize(dataset)
-    for keyword in FREE_TEXT:
-        if keyword in dataset:
-            delattr(dataset, keyword)
-    for item in _datasets(dataset):
+    for item in (dataset, *_datasets(dataset)):
         for keyword in FREE_TEXT:
             if keyword in item:
                 delattr(item, keyword)
@@ -267,14 +262,3 @@ def _values(value: Any) -> list[str]:
         return [str(v) for v in value if str(v)]
     text = str(value)
     return [text] if text else []
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _remove(out_dir: Path, created: bool) -> None:
-    for path in list(out_dir.iterdir()):
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if created:
-        out_dir.rmdir()

@@ -286,7 +286,7 @@ def _alerts_and_drift(db: sqlite_utils.Database) -> None:
 
 @migrations(name="0015_audit_chain")
 def _audit_chain(db: sqlite_utils.Database) -> None:
-    from appliance.audit import GENESIS_HASH, event_hash
+    from appliance.audit import CONTENT, GENESIS_HASH, event_hash
 
     # Each event chains to the one before it (appliance.audit). Events already logged are
     # chained here, in id order, with the update trigger lifted for that alone.
@@ -294,9 +294,8 @@ def _audit_chain(db: sqlite_utils.Database) -> None:
     db["audit_events"].add_column("event_hash", str)
     db.execute("DROP TRIGGER audit_events_no_update")
     previous_hash = GENESIS_HASH
-    columns = ("id", "at", "actor", "action", "object_kind", "object_id", "detail")
-    for row in db.execute(f"SELECT {', '.join(columns)} FROM audit_events ORDER BY id").fetchall():
-        event = dict(zip(columns, row, strict=True))
+    for row in db.execute(f"SELECT {', '.join(CONTENT)} FROM audit_events ORDER BY id").fetchall():
+        event = dict(zip(CONTENT, row, strict=True))
         chained = event_hash(event, previous_hash)
         db.execute("UPDATE audit_events SET previous_hash = ?, event_hash = ? WHERE id = ?",
                    [previous_hash, chained, event["id"]])

@@ -16,10 +16,13 @@ from appliance.exceptions import ConfigurationError
 from appliance.runs import SHADOW_ARM
 
 TASK_NAME = "execute_run"
-# The weekly drift check (appliance.drift): Mondays at 03:00 UTC (Huey keeps UTC).
-DRIFT_SCHEDULE = {"day_of_week": "1", "hour": "3", "minute": "0"}
-# The audit chain's head to the system log (appliance.audit.log_head): daily at 00:05 UTC.
-AUDIT_HEAD_SCHEDULE = {"hour": "0", "minute": "5"}
+# The worker's periodic tasks by name, as crontab fields (Huey keeps UTC): the weekly drift
+# check (appliance.drift), Mondays at 03:00; the audit chain's head to the system log
+# (appliance.audit.log_head), daily at 00:05.
+PERIODIC_SCHEDULES = {
+    "drift_check": {"day_of_week": "1", "hour": "3", "minute": "0"},
+    "audit_head": {"hour": "0", "minute": "5"},
+}
 # Higher first: a shadow run (appliance.routing) waits behind every production and canary run.
 PRIORITY, SHADOW_PRIORITY = 10, 0
 
@@ -52,27 +55,24 @@ class RunQueue:
             self._execute(run_id)
 
         self._task = execute_run
-        self._weekly: Callable[[], None] = lambda: None
+        self._periodic: dict[str, Callable[[], None]] = {}
+        for name, schedule in PERIODIC_SCHEDULES.items():
+            self.huey.periodic_task(crontab(**schedule), name=name)(self._periodic_task(name))
 
-        @self.huey.periodic_task(crontab(**DRIFT_SCHEDULE), name="drift_check")
-        def drift_check() -> None:
-            self._weekly()
+    def _periodic_task(self, name: str) -> Callable[[], None]:
+        def run() -> None:
+            self._periodic.get(name, lambda: None)()
+        return run
 
-        self._daily: Callable[[], None] = lambda: None
-
-        @self.huey.periodic_task(crontab(**AUDIT_HEAD_SCHEDULE), name="audit_head")
-        def audit_head() -> None:
-            self._daily()
-
-    def consumer(self, execute: Callable[[str], None], weekly: Callable[[], None] | None = None,
-                 daily: Callable[[], None] | None = None, **options):
-        """The Huey consumer that calls ``execute(run_id)`` for each task, ``weekly()`` on the
-        drift schedule and ``daily()`` on the audit head's; not started."""
+    def consumer(self, execute: Callable[[str], None],
+                 periodic_tasks: dict[str, Callable[[], None]] | None = None, **options):
+        """The Huey consumer that calls ``execute(run_id)`` for each task and each of
+        ``periodic_tasks`` (by name in ``PERIODIC_SCHEDULES``) on its schedule; not started."""
+        unknown = set(periodic_tasks or {}) - set(PERIODIC_SCHEDULES)
+        if unknown:
+            raise ValueError(f"no schedule for periodic task(s) {sorted(unknown)}")
         self._execute = execute
-        if weekly is not None:
-            self._weekly = weekly
-        if daily is not None:
-            self._daily = daily
+        self._periodic.update(periodic_tasks or {})
         return self.huey.create_consumer(**options)
 
     def enqueue(self, run_id: str, delay_seconds: float = 0, *, arm: str | None = None) -> None:

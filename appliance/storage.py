@@ -33,9 +33,18 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def empty_directory(path: Path, *, remove: bool) -> None:
+    """Delete everything in ``path`` (and ``path`` itself with ``remove``): what a restore or an
+    export that failed half way leaves, so nothing half written stays."""
+    for entry in list(path.iterdir()):
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if remove:
+        path.rmdir()
 
 
 def fsync_directory(path: Path) -> None:
@@ -78,7 +87,7 @@ class ObjectStore:
         returns the bytes survive a crash or power loss. Identical content already stored is
         kept as it is (``new`` is False).
         """
-        synced = _syncer.submit(_fsync_file, spooled)
+        synced = _syncer.submit(fsync_file, spooled)
         sha256, size = sha256_of(spooled)
         synced.result()
         target = self.path_for(sha256)

@@ -3,11 +3,22 @@ TLS destination's (``dicom.tls`` builds them; this module knows the settings).""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import Iterator
 
 from appliance.config import Config
 from appliance.exceptions import ConfigurationError
 from dicom import tls
+
+
+@contextlib.contextmanager
+def _settings_named(what: str) -> Iterator[None]:
+    """A certificate problem as the configuration error it is, naming whose settings."""
+    try:
+        yield
+    except tls.TlsSetupError as error:
+        raise ConfigurationError(f"{what}: {error}") from None
 
 
 def enabled(config: Config) -> bool:
@@ -19,13 +30,11 @@ def scp_context(config: Config) -> ssl.SSLContext | None:
     if not enabled(config):
         return None
     dicom = config.dicom
-    try:
+    with _settings_named("dicom TLS"):
         return tls.server_context(
             certificate=dicom.tls_certificate, private_key=dicom.tls_private_key,
             ca_certificates=dicom.tls_ca_certificates,
             require_client_certificate=dicom.tls_require_client_certificate)
-    except tls.TlsSetupError as error:
-        raise ConfigurationError(f"dicom TLS: {error}") from None
 
 
 def probe_tls_args(config: Config) -> tuple[ssl.SSLContext, str | None] | None:
@@ -34,14 +43,11 @@ def probe_tls_args(config: Config) -> tuple[ssl.SSLContext, str | None] | None:
     if not enabled(config):
         return None
     dicom = config.dicom
-    try:
-        context = tls.client_context(
+    with _settings_named("dicom TLS"):
+        return tls.client_context(
             ca_certificates=dicom.tls_ca_certificates or dicom.tls_certificate,
             certificate=dicom.tls_certificate, private_key=dicom.tls_private_key,
-            check_hostname=False)
-    except tls.TlsSetupError as error:
-        raise ConfigurationError(f"dicom TLS: {error}") from None
-    return context, None
+            check_hostname=False), None
 
 
 def destination_tls_args(destination: dict) -> tuple[ssl.SSLContext, str] | None:
@@ -49,11 +55,9 @@ def destination_tls_args(destination: dict) -> tuple[ssl.SSLContext, str] | None
     Built per send, so a renewed certificate is used without a restart."""
     if not destination["tls"]:
         return None
-    try:
+    with _settings_named(f"destination '{destination['name']}'"):
         context = tls.client_context(
             ca_certificates=destination["tls_ca_certificates"],
             certificate=destination["tls_certificate"],
             private_key=destination["tls_private_key"])
-    except tls.TlsSetupError as error:
-        raise ConfigurationError(f"destination '{destination['name']}': {error}") from None
     return context, destination["tls_server_name"] or destination["host"]

@@ -150,10 +150,10 @@ class Worker:
         self.daily_audit_head()
         # Poll often: an idle consumer would otherwise back off to 10 s before starting a run.
         self.consumer = self.queue.consumer(
-            self.execute, weekly=self.weekly_drift_check, daily=self.daily_audit_head,
-            workers=1, worker_type="thread",
-            periodic=True, initial_delay=0.05, backoff=1.15, max_delay=0.1,
-            scheduler_interval=1)
+            self.execute, periodic_tasks={"drift_check": self.weekly_drift_check,
+                                          "audit_head": self.daily_audit_head},
+            workers=1, worker_type="thread", periodic=True, initial_delay=0.05, backoff=1.15,
+            max_delay=0.1, scheduler_interval=1)
         self.consumer.start()
         threading.Thread(target=self._tick, name="aomas-ticker", daemon=True).start()
         threading.Thread(target=self._deliver, name="aomas-outbox", daemon=True).start()

@@ -26,9 +26,8 @@ class TlsSetupError(ValueError):
     """A certificate, key or CA file is missing or unusable; the message names it."""
 
 
-def _profile(purpose: ssl.Purpose) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH
-                             else ssl.PROTOCOL_TLS_CLIENT)
+def _profile(*, server: bool) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
@@ -62,7 +61,7 @@ def server_context(*, certificate: str, private_key: str, ca_certificates: str,
                    require_client_certificate: bool) -> ssl.SSLContext:
     """The SCP's context. Clients' certificates are checked against ``ca_certificates`` and
     the box's own certificate (its own health probe presents that one)."""
-    context = _profile(ssl.Purpose.CLIENT_AUTH)
+    context = _profile(server=True)
     _load_chain(context, certificate, private_key)
     if require_client_certificate and not ca_certificates:
         raise TlsSetupError("dicom.tls_require_client_certificate needs "
@@ -79,7 +78,7 @@ def client_context(*, ca_certificates: str, certificate: str = "", private_key: 
     if not ca_certificates:
         raise TlsSetupError("a TLS peer needs a CA bundle to check its certificate against "
                             "(tls_ca_certificates)")
-    context = _profile(ssl.Purpose.SERVER_AUTH)
+    context = _profile(server=False)
     _trust(context, ca_certificates, certificate)
     context.check_hostname = check_hostname
     context.verify_mode = ssl.CERT_REQUIRED

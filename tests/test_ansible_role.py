@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import http.client
 import json
+import os
 import re
 import shutil
 import signal
@@ -19,13 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 
 from appliance.demo.pacs import free_port
 from tests.conftest import need, wait_for_http
-from tests.test_tls import _issue, _openssl
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK = ROOT / "ansible" / "site.yml"
@@ -72,7 +71,7 @@ class Scratch:
         result = subprocess.run(
             [str(ansible), "-i", str(self.inventory), "-e", f"@{variables}", str(PLAYBOOK)],
             capture_output=True, text=True, timeout=900,
-            env={"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PATH": _path(),
+            env={"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "PATH": os.environ["PATH"],
                  "HOME": str(self.root), "ANSIBLE_LOCAL_TEMP": str(self.root / "tmp")})
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-6000:]
@@ -83,21 +82,7 @@ class Scratch:
         return subprocess.run([str(self.install_dir / "current" / "venv" / "bin" / "aomas"),
                                *args], capture_output=True, text=True, timeout=120,
                               env={"AOMAS_CONFIG": str(self.config_dir / "aomas.toml"),
-                                   "PATH": _path()})
-
-
-def _path() -> str:
-    import os
-    return os.environ["PATH"]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("https-pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "site-ca.key",
-             "-out", "site-ca.crt", "-days", "2", "-subj", "/CN=site-ca", cwd=directory)
-    _issue(directory, "box", "site-ca", server=True)
-    return directory
+                                   "PATH": os.environ["PATH"]})
 
 
 def test_install_again_update_and_roll_back_into_a_scratch_root(tmp_path, pki):
@@ -137,10 +122,8 @@ def test_install_again_update_and_roll_back_into_a_scratch_root(tmp_path, pki):
     assert second["changed"] == 0, second
 
     # Some data, then an update: backup, r2 beside r1, `current` switched, doctor gate.
-    subprocess.run([str(current / "venv" / "bin" / "aomas"), "user", "add", "lena", "--role",
-                    "labeler", "--password-file", str(password_file)], check=True,
-                   env={"AOMAS_CONFIG": str(scratch.config_dir / "aomas.toml"), "PATH": _path()},
-                   capture_output=True)
+    assert scratch.aomas("user", "add", "lena", "--role", "labeler", "--password-file",
+                         str(password_file)).returncode == 0
     update, output = scratch.play(aomas_release="r2")
     assert update["changed"] > 0
     assert current.resolve().name == "r2"
@@ -151,10 +134,8 @@ def test_install_again_update_and_roll_back_into_a_scratch_root(tmp_path, pki):
     assert "Run aomas doctor until it passes" in output
 
     # What arrives after the update is kept aside by a rollback, never deleted.
-    subprocess.run([str(current / "venv" / "bin" / "aomas"), "user", "add", "late", "--role",
-                    "labeler", "--password-file", str(password_file)], check=True,
-                   env={"AOMAS_CONFIG": str(scratch.config_dir / "aomas.toml"), "PATH": _path()},
-                   capture_output=True)
+    assert scratch.aomas("user", "add", "late", "--role", "labeler", "--password-file",
+                         str(password_file)).returncode == 0
     rollback, _ = scratch.play(aomas_release="r2", aomas_action="rollback")
     assert rollback["changed"] > 0
     assert current.resolve().name == "r1"
@@ -183,7 +164,7 @@ def _https_through_nginx(scratch: Scratch, pki: Path, password: str) -> None:
                               "-g", "daemon off;"], stderr=subprocess.PIPE, text=True)
     web = subprocess.Popen([str(scratch.install_dir / "current" / "venv" / "bin" / "aomas"),
                             "web"], env={"AOMAS_CONFIG": str(scratch.config_dir / "aomas.toml"),
-                                         "PATH": _path()},
+                                         "PATH": os.environ["PATH"]},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_http(f"http://127.0.0.1:{scratch.web_port}/healthz")

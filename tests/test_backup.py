@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import threading
-from pathlib import Path
 
 from appliance import backup
 from tests.conftest import Box, mask_from, need, png_of, storescu
@@ -16,11 +15,6 @@ from tests.test_reviews import settle_adjudications
 
 TABLES = {"instances": "sop_instance_uid", "runs": "run_id", "labels": "label_id",
           "reviews": "review_id", "audit_events": "id"}
-
-
-def _box(root: Path) -> Box:
-    root.mkdir(exist_ok=True)
-    return Box(root)
 
 
 def _rows(box: Box, table: str) -> dict:
@@ -70,7 +64,7 @@ def test_a_backup_during_ingest_and_a_run_restores_every_row_verified(review_box
                      )[0][0] == len(snapshots)
 
     for snapshot in (snapshots[0], snapshots[-1]):
-        elsewhere = _box(tmp_path / f"restored-{snapshot.name}")
+        elsewhere = Box(tmp_path / f"restored-{snapshot.name}")
         restored = elsewhere.aomas("restore", str(snapshot))
         assert "objects verified" in restored.stdout and "audit log: intact" in restored.stdout
         for table, rows in before.items():
@@ -91,8 +85,8 @@ def test_a_backup_during_ingest_and_a_run_restores_every_row_verified(review_box
                                "'backup.restore'")[0][0] == 1
 
     # The first snapshot is the study part-way (or not yet) received; the last has its run.
-    first = _box(tmp_path / f"restored-{snapshots[0].name}")
-    last = _box(tmp_path / f"restored-{snapshots[-1].name}")
+    first = Box(tmp_path / f"restored-{snapshots[0].name}")
+    last = Box(tmp_path / f"restored-{snapshots[-1].name}")
     assert len(last.query("SELECT * FROM instances WHERE series_instance_uid = ?",
                           (study["series_instance_uid"],))) == 24
     assert last.runs_for_series(study["series_instance_uid"])
@@ -105,14 +99,14 @@ def test_a_backup_during_ingest_and_a_run_restores_every_row_verified(review_box
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
-    target = _box(tmp_path / "restored-corrupt")
+    target = Box(tmp_path / "restored-corrupt")
     refused = target.aomas("restore", str(destination), check=False)
     assert refused.returncode == 1
     assert f"object {victim} is corrupt" in refused.stderr
     assert refused.stderr.count("\n") == 1
     assert not target.data_dir.exists()
     # Into a data dir that holds anything: refused before a byte is written.
-    refused = _box(tmp_path / "restored-busy")
+    refused = Box(tmp_path / "restored-busy")
     refused.data_dir.mkdir()
     (refused.data_dir / "keep.txt").write_text("x")
     answer = refused.aomas("restore", str(snapshots[0]), check=False)
@@ -131,14 +125,14 @@ def test_a_damaged_manifest_or_missing_object_is_refused(tmp_path):
     assert manifest["objects"], "the bundled model's weights are an object"
     victim = next(iter(manifest["objects"]))
     (destination / "objects" / victim[:2] / victim).unlink()
-    answer = _box(tmp_path / "a").aomas("restore", str(destination), check=False)
+    answer = Box(tmp_path / "a").aomas("restore", str(destination), check=False)
     assert f"object {victim} is missing from the backup" in answer.stderr
     # A snapshot from a release with a migration this one does not know.
     (snapshot / "manifest.json").write_text(json.dumps({**manifest, "schema": "0999_future"}))
-    answer = _box(tmp_path / "c").aomas("restore", str(destination), check=False)
+    answer = Box(tmp_path / "c").aomas("restore", str(destination), check=False)
     assert answer.returncode == 1 and "taken by a newer release" in answer.stderr
     (snapshot / "manifest.json").write_text("{not json")
-    answer = _box(tmp_path / "b").aomas("restore", str(destination), check=False)
+    answer = Box(tmp_path / "b").aomas("restore", str(destination), check=False)
     assert answer.returncode == 1 and "manifest.json is unreadable" in answer.stderr
 
 
@@ -162,5 +156,5 @@ def test_a_backup_goes_through_restic_and_comes_back_restorable(tmp_path):
                       if p.is_file())
     assert b"SQLite format 3" not in stored and b"aomas-backup/1" not in stored
     back = tmp_path / "out" / destination.relative_to("/")
-    restored = _box(tmp_path / "restored").aomas("restore", str(back))
+    restored = Box(tmp_path / "restored").aomas("restore", str(back))
     assert "objects verified" in restored.stdout and "audit log: intact" in restored.stdout

@@ -17,40 +17,7 @@ from dicom.tls import client_context
 from tests.conftest import Box, need, storescu
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([need("openssl"), *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _issue(directory: Path, name: str, ca: str, *, server: bool) -> None:
-    _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory)
-    extensions = directory / f"{name}.ext"
-    usage = "serverAuth, clientAuth" if server else "clientAuth"
-    extensions.write_text("subjectAltName = DNS:localhost, IP:127.0.0.1\n"
-                          f"extendedKeyUsage = {usage}\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-days", "2", "-sha256", "-extfile", extensions.name,
-             "-out", f"{name}.crt", cwd=directory)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """site-ca signs the box, the scanner and the PACS; rogue-ca signs an intruder."""
-    directory = tmp_path_factory.mktemp("pki")
-    for ca in ("site-ca", "rogue-ca"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
-                 "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN={ca}", cwd=directory)
-    _issue(directory, "box", "site-ca", server=True)
-    _issue(directory, "pacs", "site-ca", server=True)
-    _issue(directory, "scanner", "site-ca", server=False)
-    _issue(directory, "intruder", "rogue-ca", server=False)
-    for key in directory.glob("*.key"):
-        key.chmod(0o600)
-    return directory
-
-
 def _tls_box(root: Path, pki: Path, **overrides) -> Box:
-    root.mkdir(exist_ok=True)
     box = Box(root, dicom__tls_certificate=str(pki / "box.crt"),
               dicom__tls_private_key=str(pki / "box.key"),
               dicom__tls_ca_certificates=str(pki / "site-ca.crt"), **overrides)
